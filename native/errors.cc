@@ -1,0 +1,76 @@
+#include "errors.h"
+
+#include <uv.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "env_state.h"
+
+namespace ivshmem {
+
+void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path) {
+  const char* code = uv_err_name(-err);
+  std::string message = std::string(code) + ": " + std::strerror(err) + ", " + syscall;
+  if (!path.empty()) message += " '" + path + "'";
+
+  Napi::Object props = Napi::Object::New(env);
+  props.Set("code", code);
+  props.Set("errno", err);
+  props.Set("syscall", syscall);
+  if (!path.empty()) props.Set("path", path);
+
+  EnvState& state = State(env);
+  if (!state.errorClass.IsEmpty()) {
+    Napi::Value error = state.errorClass.New({Napi::String::New(env, message), props});
+    throw Napi::Error(env, error);
+  }
+  // Before the TypeScript layer registered its class (only in direct use of the addon).
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Value().Set("code", code);
+  error.Value().Set("errno", err);
+  error.Value().Set("syscall", syscall);
+  if (!path.empty()) error.Value().Set("path", path);
+  throw error;
+}
+
+int32_t ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a file descriptor (a number)");
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= INT32_MAX) || std::floor(v) != v) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a non-negative integer file descriptor");
+  }
+  return static_cast<int32_t>(v);
+}
+
+double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= 9007199254740991.0) || std::floor(v) != v) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a non-negative safe integer");
+  }
+  return v;
+}
+
+std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i) {
+  if (i < info.Length() && info[i].IsString()) return info[i].As<Napi::String>().Utf8Value();
+  return "";
+}
+
+static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    throw Napi::TypeError::New(info.Env(), "setErrorClass expects a constructor");
+  }
+  State(info.Env()).errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+void InitErrors(Napi::Env env, Napi::Object exports) {
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+}
+
+}  // namespace ivshmem

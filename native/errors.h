@@ -1,0 +1,16 @@
+#pragma once
+#include <napi.h>
+#include <string>
+
+namespace ivshmem {
+
+// Throws an IvshmemError (the class handed over from TypeScript) carrying code, errno, syscall
+// and, when known, the path the failing call was about.
+[[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path = "");
+
+// Argument checks: a wrong type from JavaScript is a TypeError, never a crash.
+int32_t ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name);
+double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const char* name);
+std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i);
+
+}  // namespace ivshmem

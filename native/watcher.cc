@@ -1,0 +1,135 @@
+// Readiness of an fd on the environment's own libuv loop (never uv_default_loop(): a worker
+// has its own). The callback enters JavaScript through MakeCallback so async hooks, domains and
+// microtasks behave as for any Node callback.
+#include <uv.h>
+
+#include <memory>
+
+#include "env_state.h"
+#include "errors.h"
+
+namespace ivshmem {
+
+class Watcher : public Napi::ObjectWrap<Watcher> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Watcher", {
+      InstanceMethod<&Watcher::Start>("start"),
+      InstanceMethod<&Watcher::Stop>("stop"),
+      InstanceMethod<&Watcher::RefHandle>("ref"),
+      InstanceMethod<&Watcher::UnrefHandle>("unref"),
+      InstanceMethod<&Watcher::Close>("close"),
+    });
+  }
+
+  // new Watcher(fd, callback(status, events))
+  explicit Watcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Watcher>(info) {
+    Napi::Env env = info.Env();
+    int fd = ArgFd(info, 0, "fd");
+    if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "callback must be a function");
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    context_ = std::make_unique<Napi::AsyncContext>(env, "IvshmemWatcher");
+    owner_ = SharedState(env);
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop for this environment");
+    handle_ = new uv_poll_t;
+    int rc = uv_poll_init(loop, handle_, fd);
+    if (rc < 0) {
+      delete handle_;
+      handle_ = nullptr;
+      ThrowErrno(env, -rc, "uv_poll_init");
+    }
+    handle_->data = this;
+    owner_->watchers.insert(this);
+  }
+
+  ~Watcher() override {
+    CloseHandle();
+    owner_->watchers.erase(this);
+  }
+
+  // Also called by the environment's cleanup hook.
+  void CloseHandle() {
+    if (handle_ == nullptr) return;
+    uv_poll_stop(handle_);
+    handle_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    handle_ = nullptr;
+    if (active_ && !owner_->tearingDown) Unref();
+    active_ = false;
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int events = info.Length() > 0 ? static_cast<int>(ArgNonNegativeInteger(info, 0, "events")) : UV_READABLE;
+    if (handle_ == nullptr) throw Napi::Error::New(env, "watcher is closed");
+    int rc = uv_poll_start(handle_, events, OnPoll);
+    if (rc < 0) ThrowErrno(env, -rc, "uv_poll_start");
+    // While polling, the JS object must stay alive for the callback to have somewhere to go.
+    if (!active_) Ref();
+    active_ = true;
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_poll_stop(handle_);
+    if (active_) Unref();
+    active_ = false;
+    return info.Env().Undefined();
+  }
+
+  Napi::Value RefHandle(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(handle_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(handle_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseHandle();
+    return info.Env().Undefined();
+  }
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) {
+    auto* self = static_cast<Watcher*>(handle->data);
+    if (self == nullptr || self->owner_->tearingDown) return;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    const char* code = status < 0 ? uv_err_name(status) : nullptr;
+    try {
+      self->callback_.MakeCallback(self->Value(), {
+        code ? Napi::String::New(env, code) : env.Null(),
+        Napi::Number::New(env, events),
+      }, *self->context_);
+    } catch (const Napi::Error& e) {
+      // A throwing listener has no JavaScript caller to return to: report it as uncaught.
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+  std::shared_ptr<EnvState> owner_;
+  uv_poll_t* handle_ = nullptr;
+  bool active_ = false;
+};
+
+void CloseAllWatchers(EnvState& state) {
+  // CloseHandle does not erase from the set; the destructor does, later.
+  for (Watcher* w : state.watchers) w->CloseHandle();
+}
+
+void InitWatcher(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = Watcher::Define(env);
+  State(env).watcherClass = Napi::Persistent(ctor);
+  exports.Set("Watcher", ctor);
+  exports.Set("READABLE", Napi::Number::New(env, UV_READABLE));
+  exports.Set("WRITABLE", Napi::Number::New(env, UV_WRITABLE));
+  exports.Set("DISCONNECT", Napi::Number::New(env, UV_DISCONNECT));
+}
+
+}  // namespace ivshmem

@@ -1,0 +1,211 @@
+import { EventEmitter } from 'node:events';
+import { fail, IvshmemError } from '../errors.js';
+import { native, type NativeWatcher } from '../native.js';
+import type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './types.js';
+
+interface Vector {
+  fd: number;
+  watcher: NativeWatcher | null;
+  waiters: Set<(count: number) => void>;
+}
+
+/** What a backend hands to {@link DeviceBase}. */
+export interface DeviceInit {
+  id: number;
+  memory: ArrayBuffer;
+  /** One eventfd per vector, signalled when this peer is rung; owned by the device from now on. */
+  interruptFds: number[];
+  /** Number of vectors peers can be rung on (defaults to interruptFds.length). */
+  vectors?: number;
+}
+
+/**
+ * What every backend shares: interrupt delivery from eventfds, waiting and iteration, argument
+ * checks on ring(), and an idempotent close(). Interrupt fds are watched only while someone
+ * listens, so an idle device never keeps the process alive.
+ */
+export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements Device {
+  abstract readonly backend: Backend;
+  readonly id: number;
+  readonly size: number;
+  readonly vectors: number;
+  #memory: ArrayBuffer;
+  #closed = false;
+  #sources: Vector[];
+  #iterators = 0;
+  #closeWaiters = new Set<() => void>();
+
+  protected constructor(init: DeviceInit) {
+    super();
+    this.id = init.id;
+    this.#memory = init.memory;
+    this.size = init.memory.byteLength;
+    this.vectors = init.vectors ?? init.interruptFds.length;
+    this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, waiters: new Set() }));
+    // newListener fires before the listener is added: look again once it is.
+    const plain = this as EventEmitter;
+    plain.on('newListener', (event: string) => event === 'interrupt' && queueMicrotask(() => this.#update()));
+    plain.on('removeListener', (event: string) => event === 'interrupt' && this.#update());
+  }
+
+  get memory(): ArrayBuffer {
+    return this.#memory;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  ring(peer: number, vector = 0): void {
+    this.assertOpen();
+    if (this.vectors === 0) this.noDoorbell();
+    if (!Number.isInteger(peer) || peer < 0 || peer > 0xffff) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ring(): peer must be an integer 0..65535, got ${String(peer)}`);
+    }
+    if (!Number.isInteger(vector) || vector < 0 || vector > 255 || vector >= this.vectors) {
+      fail(
+        'ERR_IVSHMEM_INVALID_ARGUMENT',
+        `ring(): vector must be an integer 0..${Math.min(255, this.vectors - 1)} (this device has ${this.vectors} vectors), got ${String(vector)}`,
+      );
+    }
+    this.doorbell(peer, vector);
+  }
+
+  waitInterrupt(vector = 0, options: { signal?: AbortSignal } = {}): Promise<number> {
+    const source = this.#source(vector);
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise<number>((resolve, reject) => {
+      const done = (count: number): void => {
+        source.waiters.delete(done);
+        this.#closeWaiters.delete(closed);
+        signal?.removeEventListener('abort', aborted);
+        this.#update();
+        if (count < 0) reject(this.#closedError());
+        else resolve(count);
+      };
+      const closed = (): void => done(-1);
+      const aborted = (): void => {
+        source.waiters.delete(done);
+        this.#closeWaiters.delete(closed);
+        this.#update();
+        reject(signal!.reason);
+      };
+      source.waiters.add(done);
+      this.#closeWaiters.add(closed);
+      signal?.addEventListener('abort', aborted, { once: true });
+      this.#update();
+    });
+  }
+
+  async *interrupts(options: InterruptOptions = {}): AsyncIterableIterator<Interrupt> {
+    const { vector, signal } = options;
+    if (vector !== undefined) this.#source(vector);
+    else if (this.vectors === 0 || this.#sources.length === 0) this.noInterrupts();
+    const queue: Interrupt[] = [];
+    let wake: (() => void) | null = null;
+    const onInterrupt = (v: number, count: number): void => {
+      if (vector !== undefined && v !== vector) return;
+      queue.push({ vector: v, count });
+      wake?.();
+    };
+    const onEnd = (): void => wake?.();
+    this.on('interrupt', onInterrupt);
+    this.on('close', onEnd);
+    signal?.addEventListener('abort', onEnd);
+    try {
+      for (;;) {
+        signal?.throwIfAborted();
+        const next = queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (this.#closed) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+      }
+    } finally {
+      this.off('interrupt', onInterrupt);
+      this.off('close', onEnd);
+      signal?.removeEventListener('abort', onEnd);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const source of this.#sources) {
+      source.watcher?.close();
+      source.watcher = null;
+      native.close(source.fd);
+    }
+    for (const closed of [...this.#closeWaiters]) closed();
+    try {
+      this.release();
+    } finally {
+      native.unmap(this.#memory);
+      this.emit('close');
+    }
+  }
+
+  /** Writes the doorbell; arguments are already checked. */
+  protected abstract doorbell(peer: number, vector: number): void;
+
+  /** Releases the backend's own fds and mappings (not `memory` nor interrupt fds). */
+  protected abstract release(): void;
+
+  protected noDoorbell(): never {
+    fail('ERR_IVSHMEM_NO_DOORBELL', `This ${this.backend} device has no doorbell.`);
+  }
+
+  protected noInterrupts(): never {
+    fail('ERR_IVSHMEM_NO_INTERRUPTS', `This ${this.backend} device delivers no interrupts.`);
+  }
+
+  protected assertOpen(): void {
+    if (this.#closed) throw this.#closedError();
+  }
+
+  #closedError(): IvshmemError {
+    return new IvshmemError(`The ${this.backend} device is closed.`, { code: 'ERR_IVSHMEM_CLOSED' });
+  }
+
+  #source(vector: number): Vector {
+    this.assertOpen();
+    if (this.#sources.length === 0) this.noInterrupts();
+    const source = Number.isInteger(vector) ? this.#sources[vector] : undefined;
+    if (!source) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `vector must be an integer 0..${this.#sources.length - 1}, got ${String(vector)}`);
+    }
+    return source;
+  }
+
+  // Watches exactly the vectors somebody waits on or listens to.
+  #update(): void {
+    if (this.#closed) return;
+    const everyVector = this.listenerCount('interrupt') > 0;
+    this.#sources.forEach((source, vector) => {
+      const wanted = everyVector || source.waiters.size > 0;
+      if (wanted && !source.watcher) {
+        source.watcher = new native.Watcher(source.fd, (error) => this.#onReadable(vector, error));
+        source.watcher.start(native.READABLE);
+      } else if (!wanted && source.watcher) {
+        source.watcher.close();
+        source.watcher = null;
+      }
+    });
+  }
+
+  #onReadable(vector: number, error: string | null): void {
+    const source = this.#sources[vector]!;
+    if (error) {
+      this.emit('error', new IvshmemError(`interrupt vector ${vector}: ${error}`, { code: error }));
+      return;
+    }
+    const count = native.eventfdDrain(source.fd);
+    if (count === 0) return;
+    for (const done of [...source.waiters]) done(count);
+    this.emit('interrupt', vector, count);
+  }
+}

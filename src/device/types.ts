@@ -1,0 +1,59 @@
+import type { EventEmitter } from 'node:events';
+
+/** Where a {@link Device} gets its memory and doorbells from. */
+export type Backend = 'file' | 'server-peer' | 'vfio' | 'sysfs';
+
+/** One interrupt: `count` doorbells on `vector` arrived since the last event. */
+export interface Interrupt {
+  vector: number;
+  count: number;
+}
+
+/** Options of {@link Device.interrupts} and {@link Device.waitInterrupt}. */
+export interface InterruptOptions {
+  /** Only this vector (default: every vector). */
+  vector?: number;
+  /** Ends the wait or the iteration with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Events a {@link Device} emits. */
+export interface DeviceEvents {
+  /** Doorbells arrived on `vector`; listening starts delivery, removing the last listener stops it. */
+  interrupt: [vector: number, count: number];
+  /** The device was closed. */
+  close: [];
+  /** Watching an interrupt fd failed (rare: the fd was closed behind the device's back). */
+  error: [error: Error];
+}
+
+/**
+ * An ivshmem device: a shared-memory region, this peer's ID, and doorbells to other peers.
+ * Every backend (guest VFIO or sysfs, host server peer, plain file) has this shape.
+ */
+export interface Device extends EventEmitter<DeviceEvents> {
+  /** Which backend this is. */
+  readonly backend: Backend;
+  /** This peer's ID (IVPosition): 0..65535; 0 on devices without doorbells. */
+  readonly id: number;
+  /** Size of the shared memory in bytes. */
+  readonly size: number;
+  /** The shared memory. Zero-length once the device is closed. */
+  readonly memory: ArrayBuffer;
+  /** How many interrupt vectors this peer has (0 when it has no doorbell). */
+  readonly vectors: number;
+  /** True once {@link Device.close} was called. */
+  readonly closed: boolean;
+  /**
+   * Rings peer `peer`'s doorbell on `vector`. Throws on a device without doorbells or an
+   * out-of-range argument; a doorbell to a peer that is not there is dropped silently, as
+   * the hardware does.
+   */
+  ring(peer: number, vector?: number): void;
+  /** Resolves with the count of doorbells once one arrives on `vector` (default 0). */
+  waitInterrupt(vector?: number, options?: { signal?: AbortSignal }): Promise<number>;
+  /** Iterates interrupts as they arrive, until the device closes or the signal aborts. */
+  interrupts(options?: InterruptOptions): AsyncIterableIterator<Interrupt>;
+  /** Releases every fd and mapping. Idempotent. */
+  close(): void;
+}

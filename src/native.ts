@@ -1,0 +1,87 @@
+// Loads the addon: prebuilds/<platform>-<arch>/ first, then a local build; on failure the error
+// lists every path tried and why each failed.
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { IvshmemError } from './errors.js';
+
+/** The addon's primitives. Internal: the public API wraps them. */
+export interface Native {
+  setErrorClass(cls: typeof IvshmemError): void;
+
+  open(path: string, flags: number, mode?: number): number;
+  close(fd: number, path?: string): void;
+  fstat(fd: number, path?: string): { size: number; mode: number; dev: number; ino: number };
+  ftruncate(fd: number, size: number, path?: string): void;
+  memfdCreate(name?: string): number;
+  setNonBlocking(fd: number, path?: string): void;
+
+  map(fd: number, offset: number, length: number, writable: boolean, path?: string): ArrayBuffer;
+  unmap(buffer: ArrayBuffer): void;
+  readonly pageSize: number;
+
+  read32(registers: ArrayBuffer, offset: number): number;
+  write32(registers: ArrayBuffer, offset: number, value: number): void;
+
+  eventfdCreate(initial?: number): number;
+  eventfdSignal(fd: number, value?: number, path?: string): boolean;
+  eventfdDrain(fd: number, path?: string): number;
+
+  Watcher: new (fd: number, callback: (error: string | null, events: number) => void) => NativeWatcher;
+  readonly READABLE: number;
+  readonly WRITABLE: number;
+  readonly DISCONNECT: number;
+
+  socketListen(path: string, backlog?: number): number;
+  socketAccept(fd: number, path?: string): number;
+  socketConnect(path: string): number;
+  socketSend(fd: number, data: Uint8Array, fdToSend?: number, path?: string): number;
+  socketReceive(fd: number, data: Uint8Array, path?: string): { bytes: number; fds: number[]; truncated: boolean } | null;
+  socketShutdown(fd: number): void;
+}
+
+export interface NativeWatcher {
+  start(events?: number): void;
+  stop(): void;
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+const root = join(fileURLToPath(import.meta.url), '..', '..');
+
+function candidates(): string[] {
+  const paths: string[] = [];
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(dir)) {
+    for (const name of readdirSync(dir).sort()) if (name.endsWith('.node')) paths.push(join(dir, name));
+  }
+  paths.push(join(root, 'build', 'Release', 'ivshmem.node'), join(root, 'build', 'Debug', 'ivshmem.node'));
+  return paths;
+}
+
+function load(): Native {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const path of candidates()) {
+    if (!existsSync(path)) {
+      tried.push(`  ${path}: not found`);
+      continue;
+    }
+    try {
+      const addon = require(path) as Native;
+      addon.setErrorClass(IvshmemError);
+      return addon;
+    } catch (error) {
+      tried.push(`  ${path}: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new IvshmemError(
+    `The ivshmem native addon could not be loaded. Run \`npm rebuild ivshmem\` (needs python3, make and g++). Tried:\n${tried.join('\n')}`,
+    { code: 'ERR_IVSHMEM_NATIVE' },
+  );
+}
+
+/** The addon, loaded once per environment (main thread or worker). */
+export const native: Native = load();

@@ -10,7 +10,8 @@
         "native/mmio.cc",
         "native/eventfd.cc",
         "native/watcher.cc",
-        "native/unix_socket.cc"
+        "native/unix_socket.cc",
+        "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

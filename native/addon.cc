@@ -29,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitEventfd(env, exports);
   InitWatcher(env, exports);
   InitUnixSocket(env, exports);
+  InitVfio(env, exports);
   return exports;
 }
 

@@ -33,6 +33,7 @@ void InitMmio(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitWatcher(Napi::Env env, Napi::Object exports);
 void InitUnixSocket(Napi::Env env, Napi::Object exports);
+void InitVfio(Napi::Env env, Napi::Object exports);
 
 // Cleanup of what an environment still holds when it goes away.
 void CloseAllWatchers(EnvState& state);

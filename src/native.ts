@@ -39,6 +39,41 @@ export interface Native {
   socketSend(fd: number, data: Uint8Array, fdToSend?: number, path?: string): number;
   socketReceive(fd: number, data: Uint8Array, path?: string): { bytes: number; fds: number[]; truncated: boolean } | null;
   socketShutdown(fd: number): void;
+
+  vfioGetApiVersion(containerFd: number, path?: string): number;
+  vfioCheckExtension(containerFd: number, extension: number, path?: string): number;
+  vfioGroupGetStatus(groupFd: number, path?: string): { viable: boolean; containerSet: boolean };
+  vfioGroupSetContainer(groupFd: number, containerFd: number, path?: string): void;
+  vfioSetIommu(containerFd: number, type: number, path?: string): void;
+  vfioGroupGetDeviceFd(groupFd: number, deviceName: string, path?: string): number;
+  vfioDeviceGetInfo(deviceFd: number, path?: string): { flags: number; numRegions: number; numIrqs: number };
+  vfioDeviceGetRegionInfo(deviceFd: number, index: number, path?: string): { index: number; flags: number; size: number; offset: number };
+  vfioDeviceGetIrqInfo(deviceFd: number, index: number, path?: string): { index: number; flags: number; count: number };
+  /** One eventfd per vector from `start`; an empty array disables every vector of `index`. */
+  vfioDeviceSetIrqs(deviceFd: number, index: number, start: number, eventfds: number[], path?: string): void;
+  pread(fd: number, data: Uint8Array, offset: number, path?: string): number;
+  pwrite(fd: number, data: Uint8Array, offset: number, path?: string): number;
+  readonly vfio: NativeVfioConstants;
+}
+
+/** Constants from <linux/vfio.h>. */
+export interface NativeVfioConstants {
+  readonly API_VERSION: number;
+  readonly TYPE1_IOMMU: number;
+  readonly TYPE1v2_IOMMU: number;
+  readonly NOIOMMU_IOMMU: number;
+  readonly PCI_BAR0_REGION_INDEX: number;
+  readonly PCI_BAR1_REGION_INDEX: number;
+  readonly PCI_BAR2_REGION_INDEX: number;
+  readonly PCI_CONFIG_REGION_INDEX: number;
+  readonly PCI_INTX_IRQ_INDEX: number;
+  readonly PCI_MSI_IRQ_INDEX: number;
+  readonly PCI_MSIX_IRQ_INDEX: number;
+  readonly REGION_INFO_FLAG_READ: number;
+  readonly REGION_INFO_FLAG_WRITE: number;
+  readonly REGION_INFO_FLAG_MMAP: number;
+  readonly IRQ_INFO_EVENTFD: number;
+  readonly DEVICE_FLAGS_PCI: number;
 }
 
 export interface NativeWatcher {

@@ -72,7 +72,12 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
   }
 
   waitInterrupt(vector = 0, options: { signal?: AbortSignal } = {}): Promise<number> {
-    const source = this.#source(vector);
+    let source: Vector;
+    try {
+      source = this.#source(vector);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<number>((resolve, reject) => {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh Debian machine: system packages, npm ci (builds the addon),
+# then every test, including real QEMU guests. Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "Installing ${missing[*]} (apt-get)"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || { echo "apt-get failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+
+report=$(mktemp)
+npm test -- --reporter=default --reporter=json --outputFile.json="$report"
+status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const failed = r.numFailedTests + (r.testResults || []).filter((f) => f.status === "failed" && f.assertionResults.length === 0).length;
+  console.log(`${r.numPassedTests} passed, ${failed} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+' "$report" 2>/dev/null || { echo "0 passed, 1 failed"; status=1; }
+rm -f "$report"
+exit $status

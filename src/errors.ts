@@ -34,7 +34,8 @@ export type IvshmemErrorCode =
   | 'ERR_IVSHMEM_NO_DOORBELL'
   | 'ERR_IVSHMEM_NO_INTERRUPTS'
   | 'ERR_IVSHMEM_PROTOCOL'
-  | 'ERR_IVSHMEM_SIZE';
+  | 'ERR_IVSHMEM_SIZE'
+  | 'ERR_IVSHMEM_CHANNEL_CORRUPT' | 'ERR_IVSHMEM_CHANNEL_CLOSED' | 'ERR_IVSHMEM_CHANNEL_BUSY' | 'ERR_IVSHMEM_MESSAGE_TOO_LARGE';
 
 /** Throws an {@link IvshmemError} with a library code. */
 export function fail(code: IvshmemErrorCode, message: string, extra: { path?: string; cause?: unknown } = {}): never {

@@ -23,6 +23,15 @@ export interface DeviceEvents {
   interrupt: [vector: number, count: number];
   /** The device was closed. */
   close: [];
+  /** server-peer only: a peer connected to the server (its doorbells can be rung now). */
+  'peer-connected': [id: number];
+  /** server-peer only: a peer left the server. */
+  'peer-disconnected': [id: number];
+  /**
+   * server-peer only: the server connection ended (with the protocol or socket error, if any).
+   * Memory and doorbells keep working; no more peer events arrive.
+   */
+  disconnect: [error?: Error];
   /** Watching an interrupt fd failed (rare: the fd was closed behind the device's back). */
   error: [error: Error];
 }

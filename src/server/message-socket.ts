@@ -1,0 +1,147 @@
+import { IvshmemError } from '../errors.js';
+import { native, type NativeWatcher } from '../native.js';
+
+/** What a {@link MessageSocket} reports to its owner. */
+export interface MessageHandlers {
+  /** One whole 8-byte message; `fd` is -1 when none was attached. The handler owns the fd. */
+  message(value: number, fd: number): void;
+  /** The stream ended: cleanly (no error), or on a socket or framing error. */
+  end(error?: IvshmemError): void;
+}
+
+const MESSAGE_BYTES = 8;
+
+/**
+ * The ivshmem-server wire unit over a non-blocking UNIX stream socket: little-endian signed
+ * 64-bit integers, each optionally carrying one fd. Reads never cross a message boundary, so
+ * every fd stays with the message it was sent with; writes queue on EAGAIN and on partial
+ * writes, and the fd goes with the first byte.
+ */
+export class MessageSocket {
+  readonly fd: number;
+  readonly path: string;
+  #handlers: MessageHandlers;
+  #watcher: NativeWatcher;
+  #in = new Uint8Array(MESSAGE_BYTES);
+  #inView = new DataView(this.#in.buffer);
+  #have = 0;
+  #inFd = -1;
+  #out: Array<{ bytes: Uint8Array; offset: number; fd: number }> = [];
+  #reading = false;
+  #closed = false;
+
+  constructor(fd: number, path: string, handlers: MessageHandlers) {
+    this.fd = fd;
+    this.path = path;
+    this.#handlers = handlers;
+    this.#watcher = new native.Watcher(fd, (error, events) => this.#onEvents(error, events));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Starts delivering messages. */
+  start(): void {
+    this.#reading = true;
+    this.#arm();
+  }
+
+  /** Keeps (or stops keeping) the process alive while the socket is open. */
+  ref(on: boolean): void {
+    if (on) this.#watcher.ref();
+    else this.#watcher.unref();
+  }
+
+  /** Queues one message; the fd stays the caller's (the kernel duplicates it in flight). */
+  send(value: number, fd = -1): void {
+    if (this.#closed) return;
+    const bytes = new Uint8Array(MESSAGE_BYTES);
+    new DataView(bytes.buffer).setBigInt64(0, BigInt(value), true);
+    this.#out.push({ bytes, offset: 0, fd });
+    if (this.#out.length === 1) this.#flush();
+  }
+
+  /** Closes the socket without reporting an end. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher.close();
+    if (this.#inFd >= 0) native.close(this.#inFd);
+    this.#inFd = -1;
+    this.#out.length = 0;
+    native.close(this.fd);
+  }
+
+  #arm(): void {
+    if (this.#closed) return;
+    const events = (this.#reading ? native.READABLE : 0) | (this.#out.length > 0 ? native.WRITABLE : 0);
+    if (events) this.#watcher.start(events);
+    else this.#watcher.stop();
+  }
+
+  #end(error?: IvshmemError): void {
+    if (this.#closed) return;
+    this.close();
+    this.#handlers.end(error);
+  }
+
+  #onEvents(error: string | null, events: number): void {
+    if (error) return this.#end(new IvshmemError(`${error}: socket '${this.path}'`, { code: error, path: this.path }));
+    if (events & native.WRITABLE) this.#flush();
+    if (events & native.READABLE) this.#read();
+  }
+
+  #flush(): void {
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        const head = this.#out[0]!;
+        const n = native.socketSend(this.fd, head.bytes.subarray(head.offset), head.offset === 0 ? head.fd : -1, this.path);
+        if (n < 0) break;
+        head.offset += n;
+        if (head.offset === MESSAGE_BYTES) this.#out.shift();
+      }
+    } catch (error) {
+      return this.#end(error as IvshmemError);
+    }
+    this.#arm();
+  }
+
+  #read(): void {
+    while (!this.#closed) {
+      let got;
+      try {
+        got = native.socketReceive(this.fd, this.#in.subarray(this.#have, MESSAGE_BYTES), this.path);
+      } catch (error) {
+        return this.#end(error as IvshmemError);
+      }
+      if (got === null) return;
+      if (got.bytes === 0) {
+        return this.#end(this.#have > 0 ? this.#violation(`the stream ended inside a message (${this.#have} of 8 bytes)`) : undefined);
+      }
+      if (got.truncated || got.fds.length > 1 || (got.fds.length === 1 && (this.#have > 0 || this.#inFd >= 0))) {
+        for (const fd of got.fds) native.close(fd);
+        const why = got.truncated
+          ? 'control data was truncated (MSG_CTRUNC): too many fds in flight'
+          : got.fds.length > 1
+            ? `${got.fds.length} fds came with one message (at most 1)`
+            : 'an fd came in the middle of a message';
+        return this.#end(this.#violation(why));
+      }
+      if (got.fds.length === 1) this.#inFd = got.fds[0]!;
+      this.#have += got.bytes;
+      if (this.#have < MESSAGE_BYTES) continue;
+      const big = this.#inView.getBigInt64(0, true);
+      // Out-of-range values are refused by the owner; keep them visibly out of range.
+      const value = big > BigInt(Number.MAX_SAFE_INTEGER) || big < BigInt(Number.MIN_SAFE_INTEGER) ? Number.NaN : Number(big);
+      const fd = this.#inFd;
+      this.#have = 0;
+      this.#inFd = -1;
+      this.#handlers.message(value, fd);
+    }
+  }
+
+  #violation(why: string): IvshmemError {
+    return new IvshmemError(`ivshmem protocol error on '${this.path}': ${why}`, { code: 'ERR_IVSHMEM_PROTOCOL', path: this.path });
+  }
+}

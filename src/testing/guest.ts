@@ -1,0 +1,221 @@
+// One guest = one QEMU process running one job, then powering off.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Accel } from './accel.js';
+import { onCleanup } from './cleanup.js';
+import { INIT_TAG, JOB_FILES } from './initramfs.js';
+import type { LabImage } from './prepare.js';
+
+/** An ivshmem device as a guest sees it, with where it lives on the host. */
+export type GuestDevice =
+  | {
+      kind: 'doorbell';
+      /** PCI address in the guest, e.g. `0000:00:10.0`. */
+      address: string;
+      /** The lab server's name. */
+      server: string;
+      /** The server's socket on the host. */
+      socket: string;
+      /** `vectors=` of the QEMU device. */
+      vectors: number;
+      /** The ID the server gave this device, once QEMU connected. */
+      peerId?: number;
+    }
+  | {
+      kind: 'plain';
+      address: string;
+      /** The lab's name for the memory. */
+      shm: string;
+      /** The backing file on the host (under /dev/shm). */
+      path: string;
+      size: number;
+    };
+
+/** What QEMU needs to boot one guest. */
+export interface BootSpec {
+  name: string;
+  image: LabImage;
+  accel: Accel;
+  memoryMb: number;
+  iommu: boolean;
+  devices: GuestDevice[];
+  jobDir: string;
+}
+
+/** A script for a guest to run: the host's node runs it in the guest, with the host's files. */
+export interface GuestJob {
+  /** The script, a path on the host (the guest sees the host's / at the same paths). */
+  script: string;
+  args?: string[];
+  /** Added to the guest's environment. */
+  env?: Record<string, string>;
+  /** Working directory in the guest. Default: the host's current directory. */
+  cwd?: string;
+  /** Kills the guest after this long. Default: the lab's timeout. */
+  timeoutMs?: number;
+}
+
+/** How a guest's job ended. */
+export interface GuestResult {
+  name: string;
+  /** The job's exit status; null when it never finished (timeout, guest crash, QEMU failure). */
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  /** The guest's serial console: kernel messages and the lab's /init. */
+  console: string;
+  /** QEMU's own output (device setup errors land here). */
+  qemuLog: string;
+  timedOut: boolean;
+  durationMs: number;
+  /** The devices, with the IDs the servers assigned. */
+  devices: GuestDevice[];
+}
+
+let pdeathsig: boolean | undefined;
+
+// With setpriv, QEMU dies with us even on SIGKILL, when no cleanup handler can run.
+function wrapper(): string[] {
+  pdeathsig ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', '--', 'true']).status === 0;
+  return pdeathsig ? ['setpriv', '--pdeathsig', 'KILL', '--'] : [];
+}
+
+/** The QEMU command line for a guest. */
+export function qemuArgs(spec: BootSpec): string[] {
+  const machine = spec.iommu ? 'q35,kernel-irqchip=split' : 'q35';
+  const append = ['console=ttyS0', 'quiet', 'panic=-1', `labjob=${spec.jobDir}`];
+  if (spec.iommu) append.push('intel_iommu=on');
+  const args = [
+    '-accel', spec.accel, '-M', machine, '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
+    '-smp', '1', '-m', String(spec.memoryMb),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', spec.image.kernel, '-initrd', spec.image.initrd, '-append', append.join(' '),
+    '-serial', `file:${join(spec.jobDir, 'console.log')}`,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${spec.jobDir},mount_tag=job,security_model=none,multidevs=remap`,
+  ];
+  // The vIOMMU must come before the devices it translates for.
+  if (spec.iommu) args.push('-device', 'intel-iommu,intremap=on');
+  spec.devices.forEach((device, i) => {
+    const addr = `addr=${device.address.split(':')[2]!.replace(/\.0$/, '')}`;
+    if (device.kind === 'doorbell') {
+      args.push('-chardev', `socket,path=${device.socket},id=ivc${i}`);
+      args.push('-device', `ivshmem-doorbell,chardev=ivc${i},vectors=${device.vectors},${addr}`);
+    } else {
+      args.push('-object', `memory-backend-file,id=ivm${i},share=on,mem-path=${device.path},size=${device.size}`);
+      args.push('-device', `ivshmem-plain,memdev=ivm${i},${addr}`);
+    }
+  });
+  return args;
+}
+
+/** The PCI address the lab gives a guest's `index`-th ivshmem device. */
+export function deviceAddress(index: number): string {
+  return `0000:00:${(0x10 + index).toString(16).padStart(2, '0')}.0`;
+}
+
+const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function runScript(spec: BootSpec, job: GuestJob): string {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    IVSHMEM_LAB_GUEST: spec.name,
+    IVSHMEM_LAB_DEVICES: JSON.stringify(spec.devices),
+    ...job.env,
+  };
+  const exports = Object.entries(env).map(([k, v]) => `export ${k}=${quote(v)}`);
+  const command = [process.execPath, job.script, ...(job.args ?? [])].map(quote).join(' ');
+  return [`cd ${quote(job.cwd ?? process.cwd())} || exit 125`, ...exports, `exec ${command}`, ''].join('\n');
+}
+
+/** A running guest. */
+export class Guest {
+  readonly name: string;
+  readonly spec: BootSpec;
+  /** Settles when QEMU exited and the job's outputs were read; never rejects. */
+  readonly result: Promise<GuestResult>;
+  #child: ChildProcess;
+  #killed = false;
+
+  private constructor(spec: BootSpec, child: ChildProcess, timeoutMs: number) {
+    this.name = spec.name;
+    this.spec = spec;
+    this.#child = child;
+    const started = Date.now();
+    const log: Buffer[] = [];
+    child.stdout?.on('data', (chunk: Buffer) => log.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => log.push(chunk));
+    const release = onCleanup(() => this.kill());
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.kill();
+    }, timeoutMs);
+    this.result = new Promise<string>((resolve) => {
+      child.on('error', (error) => resolve(`cannot start QEMU: ${error.message}\n`));
+      child.on('close', (code, signal) => resolve(code === 0 || this.#killed ? '' : `QEMU exited with ${signal ?? code}\n`));
+    }).then(async (exitNote) => {
+      clearTimeout(timer);
+      release();
+      return this.#collect(Buffer.concat(log).toString() + exitNote, timedOut, Date.now() - started);
+    });
+  }
+
+  /** Writes the job and starts QEMU. */
+  static async start(spec: BootSpec, job: GuestJob, timeoutMs: number): Promise<Guest> {
+    await writeFile(join(spec.jobDir, JOB_FILES.script), runScript(spec, job));
+    const [command, ...args] = [...wrapper(), 'qemu-system-x86_64', ...qemuArgs(spec)];
+    const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    return new Guest(spec, child, job.timeoutMs ?? timeoutMs);
+  }
+
+  /** True until QEMU exited. */
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** Stops QEMU at once (SIGKILL): the guest's state is not worth a clean shutdown. */
+  kill(): void {
+    if (!this.running) return;
+    this.#killed = true;
+    try {
+      this.#child.kill('SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+
+  async #collect(qemuLog: string, timedOut: boolean, durationMs: number): Promise<GuestResult> {
+    const read = (file: string): Promise<string> => readFile(join(this.spec.jobDir, file), 'utf8').catch(() => '');
+    const exitText = (await read(JOB_FILES.exit)).trim();
+    const exitCode = exitText === '' || !existsSync(join(this.spec.jobDir, JOB_FILES.exit)) ? null : Number(exitText);
+    return {
+      name: this.name,
+      exitCode,
+      stdout: await read(JOB_FILES.stdout),
+      stderr: await read(JOB_FILES.stderr),
+      console: await read('console.log'),
+      qemuLog,
+      timedOut,
+      durationMs,
+      devices: this.spec.devices,
+    };
+  }
+}
+
+/** A short account of a failed guest: exit, stderr, QEMU's complaints and /init's last words. */
+export function describeFailure(result: GuestResult): string {
+  const lines = [
+    `guest ${result.name}: ${result.timedOut ? 'timed out' : result.exitCode === null ? 'never finished its job' : `exit ${result.exitCode}`} after ${result.durationMs} ms`,
+  ];
+  const tail = (text: string, n: number): string => text.trimEnd().split('\n').slice(-n).join('\n');
+  if (result.stderr.trim()) lines.push(`--- stderr\n${tail(result.stderr, 30)}`);
+  if (result.stdout.trim()) lines.push(`--- stdout\n${tail(result.stdout, 10)}`);
+  if (result.qemuLog.trim()) lines.push(`--- qemu\n${tail(result.qemuLog, 10)}`);
+  const init = result.console.split('\n').filter((l) => l.includes(INIT_TAG));
+  lines.push(`--- console\n${tail(result.console, init.length ? 15 : 30)}`);
+  return lines.join('\n');
+}

@@ -38,5 +38,7 @@ void InitVfio(Napi::Env env, Napi::Object exports);
 // Cleanup of what an environment still holds when it goes away.
 void CloseAllWatchers(EnvState& state);
 void CloseAllFds(EnvState& state);
+// libuv aborts when a polled fd disappears under it: close() stops its watchers first.
+void CloseWatchersOf(EnvState& state, int fd);
 
 }  // namespace ivshmem

@@ -37,7 +37,9 @@ static Napi::Value Open(const Napi::CallbackInfo& info) {
 static Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
-  State(env).fds.erase(fd);
+  EnvState& state = State(env);
+  CloseWatchersOf(state, fd);
+  state.fds.erase(fd);
   // Linux releases the fd even when close() reports EINTR: never retry.
   if (::close(fd) < 0 && errno != EINTR) ThrowErrno(env, errno, "close", ArgOptionalString(info, 1));
   return env.Undefined();

@@ -40,6 +40,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
       ThrowErrno(env, -rc, "uv_poll_init");
     }
     handle_->data = this;
+    fd_ = fd;
     owner_->watchers.insert(this);
   }
 
@@ -115,8 +116,17 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   std::unique_ptr<Napi::AsyncContext> context_;
   std::shared_ptr<EnvState> owner_;
   uv_poll_t* handle_ = nullptr;
+  int fd_ = -1;
   bool active_ = false;
+
+  friend void CloseWatchersOf(EnvState& state, int fd);
 };
+
+void CloseWatchersOf(EnvState& state, int fd) {
+  for (Watcher* w : state.watchers) {
+    if (w->fd_ == fd) w->CloseHandle();
+  }
+}
 
 void CloseAllWatchers(EnvState& state) {
   // CloseHandle does not erase from the set; the destructor does, later.

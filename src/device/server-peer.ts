@@ -125,7 +125,7 @@ function isPeerId(value: number): boolean {
  * dev.on('peer-connected', (id) => dev.ring(id, 0));
  * ```
  */
-export function connect(socketPath: string, options: ConnectOptions = {}): Promise<ServerPeerDevice> {
+export async function connect(socketPath: string, options: ConnectOptions = {}): Promise<ServerPeerDevice> {
   if (typeof socketPath !== 'string' || socketPath === '') fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'connect(): socketPath must be a non-empty string');
   const { vectors, timeout = 10_000, signal } = options;
   if (vectors !== undefined && (!Number.isInteger(vectors) || vectors < 1 || vectors > 64)) {

@@ -1,0 +1,238 @@
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { connect, IvshmemServer, openFile, type ServerPeerDevice } from '../../src/index.js';
+import { shmPath } from '../helpers.js';
+import { PeerProcess, startPeer } from './peer-process.js';
+
+const servers: IvshmemServer[] = [];
+const peers: PeerProcess[] = [];
+const paths: string[] = [];
+afterEach(async () => {
+  await Promise.all(peers.splice(0).map((p) => (p.kill(), p.exit().catch(() => {}))));
+  for (const s of servers.splice(0)) await s.close();
+  for (const p of paths.splice(0)) rmSync(p, { force: true });
+});
+
+async function start(options: { vectors?: number; size?: number } = {}): Promise<IvshmemServer> {
+  const socket = shmPath('sock');
+  paths.push(socket);
+  const server = await IvshmemServer.listen({ socket, ...options });
+  servers.push(server);
+  return server;
+}
+
+async function spawnPeer(server: IvshmemServer) {
+  const started = await startPeer(server.socketPath);
+  peers.push(started.peer);
+  return started;
+}
+
+describe('IvshmemServer with host peers in separate processes', () => {
+  it('delivers every vector of every peer to exactly the right eventfd', async () => {
+    const vectors = 3;
+    const server = await start({ vectors, size: 1 << 16 });
+    const started = [];
+    for (let i = 0; i < 3; i++) started.push(await spawnPeer(server));
+    expect(started.map((s) => s.id)).toEqual([0, 1, 2]);
+    expect(started.every((s) => s.vectors === vectors && s.size === 1 << 16)).toBe(true);
+    // Wait until everyone knows everyone.
+    for (const s of started) {
+      for (const other of started) {
+        if (other.id > s.id) await s.peer.next((e) => e.event === 'peer-connected' && e.id === other.id);
+      }
+    }
+    for (const sender of started) {
+      for (const target of started) {
+        if (target === sender) continue;
+        for (let vector = 0; vector < vectors; vector++) {
+          sender.peer.send({ op: 'ring', peer: target.id, vector });
+          const got = await target.peer.event('interrupt');
+          expect(got).toMatchObject({ vector, count: 1 });
+        }
+      }
+    }
+    // Nothing else arrived anywhere: each peer got exactly (peers - 1) doorbells per vector.
+    for (const s of started) {
+      s.peer.send({ op: 'tally' });
+      const { tally } = await s.peer.event('tally');
+      expect(tally).toEqual([2, 2, 2]);
+      expect(s.peer.events.filter((e) => e.event === 'interrupt')).toEqual([]);
+    }
+  });
+
+  it('announces connects and disconnects to everyone, and a SIGKILLed peer is reported gone', async () => {
+    const server = await start();
+    const serverSaw: string[] = [];
+    server.on('peer-connected', (p) => serverSaw.push(`+${p.id}`));
+    server.on('peer-disconnected', (p) => serverSaw.push(`-${p.id}`));
+    const a = await spawnPeer(server);
+    const b = await spawnPeer(server);
+    expect(b.peers.map((p) => p.id)).toEqual([a.id]);
+    await a.peer.next((e) => e.event === 'peer-connected' && e.id === b.id);
+    const c = await spawnPeer(server);
+    await a.peer.next((e) => e.event === 'peer-connected' && e.id === c.id);
+    await b.peer.next((e) => e.event === 'peer-connected' && e.id === c.id);
+
+    await b.peer.exit();
+    await a.peer.next((e) => e.event === 'peer-disconnected' && e.id === b.id);
+    await c.peer.next((e) => e.event === 'peer-disconnected' && e.id === b.id);
+
+    c.peer.kill();
+    await a.peer.next((e) => e.event === 'peer-disconnected' && e.id === c.id);
+    expect(serverSaw).toEqual(['+0', '+1', '+2', '-1', '-2']);
+    expect(server.peers).toEqual([{ id: a.id, vectors: 1 }]);
+  });
+
+  it('drops a client that sends data, tells the others, and keeps serving them', async () => {
+    const server = await start({ vectors: 2 });
+    const a = await spawnPeer(server);
+    const b = await spawnPeer(server);
+    await a.peer.next((e) => e.event === 'peer-connected' && e.id === b.id);
+
+    const reasons: string[] = [];
+    server.on('peer-disconnected', (_p, reason) => reasons.push(reason));
+    const garbage = createConnection(server.socketPath);
+    garbage.on('error', () => {});
+    const rogueId = await a.peer.next((e) => e.event === 'peer-connected');
+    garbage.write(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+    await a.peer.next((e) => e.event === 'peer-disconnected' && e.id === rogueId.id);
+    await b.peer.next((e) => e.event === 'peer-disconnected' && e.id === rogueId.id);
+    expect(reasons[0]).toMatch(/sent data/);
+    garbage.destroy();
+
+    a.peer.send({ op: 'ring', peer: b.id, vector: 1 });
+    expect(await b.peer.event('interrupt')).toMatchObject({ vector: 1, count: 1 });
+    expect(server.peers.map((p) => p.id)).toEqual([a.id, b.id]);
+  });
+
+  it('serves 200 peers on one server, each seeing the 199 others', async () => {
+    const server = await start({ vectors: 1 });
+    const processes = 4;
+    const each = 50;
+    const groups = Array.from({ length: processes }, () => new PeerProcess(['many', server.socketPath, `${each}/${processes * each}`]));
+    peers.push(...groups);
+    const ids = new Set<number>();
+    for (const g of groups) for (const id of ((await g.event('connected', 60_000)).ids as number[])) ids.add(id);
+    expect(ids.size).toBe(200);
+    for (const g of groups) await g.event('complete', 60_000);
+    expect(server.peers.length).toBe(200);
+  }, 120_000);
+
+  it('reassigns a released ID only after the others', async () => {
+    const server = await start();
+    const first = await connect(server.socketPath);
+    const second = await connect(server.socketPath);
+    second.close();
+    const third = await connect(server.socketPath);
+    expect([first.id, second.id, third.id]).toEqual([0, 1, 2]);
+    first.close();
+    third.close();
+  });
+});
+
+describe('IvshmemServer lifecycle', () => {
+  it('removes its socket and memory on close and restarts on the same path with fresh, zeroed memory', async () => {
+    const server = await start({ size: 8192 });
+    const { socketPath, shmPath: shm } = server;
+    const dev = await connect(socketPath);
+    new Uint8Array(dev.memory).fill(7);
+    dev.close();
+    await server.close();
+    expect(existsSync(socketPath)).toBe(false);
+    expect(existsSync(shm)).toBe(false);
+
+    const again = await IvshmemServer.listen({ socket: socketPath, size: 8192 });
+    servers.push(again);
+    const dev2 = await connect(socketPath);
+    expect(new Uint8Array(dev2.memory).every((b) => b === 0)).toBe(true);
+    dev2.close();
+  });
+
+  it('takes over a stale socket file but refuses one a live server answers on', async () => {
+    const server = await start();
+    await expect(IvshmemServer.listen({ socket: server.socketPath })).rejects.toMatchObject({ code: 'EADDRINUSE', path: server.socketPath });
+    // A socket file with nobody behind it, as a crashed server leaves.
+    const file = shmPath('stale');
+    paths.push(file);
+    const { native } = await import('../../src/native.js');
+    native.close(native.socketListen(file));
+    expect(existsSync(file)).toBe(true);
+    const replaced = await IvshmemServer.listen({ socket: file });
+    servers.push(replaced);
+    const dev = await connect(file);
+    expect(dev.id).toBe(0);
+    dev.close();
+  });
+
+  it('never reuses existing memory unless asked, and keeps its contents when asked', async () => {
+    const shm = shmPath('shm');
+    paths.push(shm);
+    const seed = openFile(shm, { size: 4096, create: true });
+    new Uint8Array(seed.memory).set([1, 2, 3]);
+    seed.close();
+    const socket = shmPath('sock');
+    paths.push(socket);
+    await expect(IvshmemServer.listen({ socket, shm, size: 4096 })).rejects.toThrow(/already exists.*reuseShm/);
+    const server = await IvshmemServer.listen({ socket, shm, size: 4096, reuseShm: true });
+    servers.push(server);
+    const dev = await connect(socket);
+    expect([...new Uint8Array(dev.memory, 0, 3)]).toEqual([1, 2, 3]);
+    dev.close();
+    await server.close();
+    expect(readFileSync(shm).subarray(0, 3)).toEqual(Buffer.from([1, 2, 3]));
+  });
+
+  it('rounds sizes up to a power of two and says so', async () => {
+    const socket = shmPath('sock');
+    paths.push(socket);
+    const server = await IvshmemServer.listen({ socket, size: 5000 });
+    servers.push(server);
+    const lines: string[] = [];
+    server.on('log', (l) => lines.push(l));
+    await new Promise((r) => setImmediate(r));
+    expect(server.size).toBe(8192);
+    expect(lines[0]).toMatch(/5000 is not a power of two: using 8192/);
+  });
+
+  it('rejects bad options clearly', async () => {
+    await expect(IvshmemServer.listen({ socket: shmPath('x'), vectors: 65 })).rejects.toThrow(/vectors must be an integer 1\.\.64/);
+    await expect(IvshmemServer.listen({ socket: shmPath('x'), vectors: 0 })).rejects.toThrow(/vectors/);
+    await expect(IvshmemServer.listen({ socket: shmPath('x'), size: -1 })).rejects.toThrow(/size must be a positive/);
+    await expect(IvshmemServer.listen({ socket: '' })).rejects.toThrow(/socket must be a path/);
+  });
+});
+
+describe('connect()', () => {
+  it('sees the same memory as other peers and rings itself', async () => {
+    const server = await start({ vectors: 2 });
+    const a = await connect(server.socketPath, { vectors: 2 });
+    const b: ServerPeerDevice = await connect(server.socketPath);
+    new Uint8Array(a.memory)[100] = 42;
+    expect(new Uint8Array(b.memory)[100]).toBe(42);
+    const self = b.waitInterrupt(1);
+    b.ring(b.id, 1);
+    expect(await self).toBe(1);
+    expect(() => b.ring(a.id, 2)).toThrow(/vector must be an integer 0\.\.1/);
+    expect(() => b.ring(70000, 0)).toThrow(/peer must be an integer 0\.\.65535/);
+    // A doorbell to a peer that is not there is dropped, as the device drops it.
+    expect(() => b.ring(999, 0)).not.toThrow();
+    a.close();
+    b.close();
+  });
+
+  it('reports a missing server with the socket path', async () => {
+    const path = shmPath('nosock');
+    await expect(connect(path)).rejects.toMatchObject({ code: 'ENOENT', syscall: 'connect', path });
+  });
+
+  it('tells the device when the server goes away', async () => {
+    const server = await start();
+    const dev = await connect(server.socketPath);
+    const gone = new Promise<unknown>((resolve) => dev.once('disconnect', resolve));
+    await server.close();
+    expect(await gone).toBeUndefined();
+    expect(dev.connected).toBe(false);
+    dev.close();
+  });
+});

@@ -116,6 +116,8 @@ export function deviceAddress(index: number): string {
   return `0000:00:${(0x10 + index).toString(16).padStart(2, '0')}.0`;
 }
 
+const DEVICES_FILE = 'devices.json';
+
 const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function runScript(spec: BootSpec, job: GuestJob): string {
@@ -123,12 +125,18 @@ function runScript(spec: BootSpec, job: GuestJob): string {
     PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     HOME: process.env.HOME ?? '/root',
     IVSHMEM_LAB_GUEST: spec.name,
-    IVSHMEM_LAB_DEVICES: JSON.stringify(spec.devices),
     ...job.env,
   };
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${quote(v)}`);
+  // Read at run time: the server IDs are known only once QEMU has connected.
+  exports.push(`export IVSHMEM_LAB_DEVICES="$(cat ${quote(join(spec.jobDir, DEVICES_FILE))})"`);
   const command = [process.execPath, job.script, ...(job.args ?? [])].map(quote).join(' ');
   return [`cd ${quote(job.cwd ?? process.cwd())} || exit 125`, ...exports, `exec ${command}`, ''].join('\n');
+}
+
+/** Writes the devices (with their server IDs, once known) where the guest's job reads them. */
+export async function publishDevices(spec: BootSpec): Promise<void> {
+  await writeFile(join(spec.jobDir, DEVICES_FILE), JSON.stringify(spec.devices));
 }
 
 /** A running guest. */
@@ -167,6 +175,7 @@ export class Guest {
   /** Writes the job and starts QEMU. */
   static async start(spec: BootSpec, job: GuestJob, timeoutMs: number): Promise<Guest> {
     await writeFile(join(spec.jobDir, JOB_FILES.script), runScript(spec, job));
+    await publishDevices(spec);
     const [command, ...args] = [...wrapper(), 'qemu-system-x86_64', ...qemuArgs(spec)];
     const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     return new Guest(spec, child, job.timeoutMs ?? timeoutMs);

@@ -1,0 +1,358 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IvshmemServer } from '../server/server.js';
+import { detectAccel, type Accel } from './accel.js';
+import { onCleanup } from './cleanup.js';
+import { LabError } from './errors.js';
+import { deviceAddress, Guest, publishDevices, type BootSpec, type GuestDevice, type GuestJob, type GuestResult } from './guest.js';
+import { findLabImage, prepareLab, type LabImage } from './prepare.js';
+import { acquireSlots } from './slots.js';
+
+/** A server the lab starts: one ivshmem-server for a set of doorbell devices. */
+export interface LabServerConfig {
+  /** Shared-memory size (a power of two). Default 4 MiB. */
+  size?: number;
+  /** Vectors per peer. Default: the most any of its devices asks for, else 1. */
+  vectors?: number;
+}
+
+/** An ivshmem device of a lab guest. */
+export type LabDeviceConfig =
+  | {
+      kind: 'doorbell';
+      /** The lab server it connects to (default `default`). */
+      server?: string;
+      /** The device's `vectors=`: at least the server's. Default: the server's. */
+      vectors?: number;
+    }
+  | {
+      kind: 'plain';
+      /** Devices naming the same `shm` share one backing file (default `default`). */
+      shm?: string;
+      /** Size in bytes, a power of two. Default 4 MiB. */
+      size?: number;
+    };
+
+/** One guest machine of the lab. */
+export interface LabGuestConfig {
+  /** Default: `guest0`, `guest1`, … */
+  name?: string;
+  devices?: LabDeviceConfig[];
+  /**
+   * An emulated Intel IOMMU, which VFIO (and so interrupts) needs. Default: on when the guest
+   * has a doorbell device. Costs some boot time.
+   */
+  iommu?: boolean;
+  /** Guest RAM in MiB. Default 512 (node needs it). */
+  memoryMb?: number;
+}
+
+/** Options of {@link startLab}. */
+export interface LabOptions {
+  guests: LabGuestConfig[];
+  /** Servers by name; those only named by devices get defaults. */
+  servers?: Record<string, LabServerConfig>;
+  /** The kernel and initramfs. Default: the newest in `cacheDir`, prepared if there is none. */
+  image?: LabImage;
+  cacheDir?: string;
+  /** Run {@link prepareLab} when the cache is empty (default true). */
+  prepare?: boolean;
+  /** Default: KVM only where it really works (see {@link detectAccel}), else TCG. */
+  accel?: Accel | 'auto';
+  /** Guests running at once on this host, across processes. Default 2. */
+  maxGuests?: number;
+  /** Per job, unless the job says otherwise. Default 180 s. */
+  timeoutMs?: number;
+  /** Progress of preparation and boots. */
+  onProgress?: (message: string) => void;
+}
+
+const DEFAULT_SIZE = 4 << 20;
+const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 4096 && (n & (n - 1)) === 0;
+
+interface ResolvedGuest {
+  name: string;
+  devices: LabDeviceConfig[];
+  iommu: boolean;
+  memoryMb: number;
+}
+
+/**
+ * QEMU guests with ivshmem devices, for tests: servers and shared memory on the host, guests
+ * that each run one node script (the host's node and files, seen at the same paths) and power
+ * off. Everything the lab starts or creates is removed by {@link Lab.close}, and also when the
+ * process exits or is interrupted.
+ */
+export class Lab {
+  /** The kernel and initramfs the guests boot. */
+  readonly image: LabImage;
+  readonly accel: Accel;
+  /** The lab's scratch folder on the host (sockets, job folders). */
+  readonly dir: string;
+  readonly guests: readonly ResolvedGuest[];
+  #servers = new Map<string, IvshmemServer>();
+  #shm = new Map<string, { path: string; size: number }>();
+  #running = new Set<Guest>();
+  #options: LabOptions;
+  #runs = 0;
+  #closed = false;
+  #cleanup: () => void;
+
+  /** @internal */
+  constructor(options: LabOptions, image: LabImage, dir: string) {
+    this.#options = options;
+    this.image = image;
+    this.dir = dir;
+    this.accel = !options.accel || options.accel === 'auto' ? detectAccel() : options.accel;
+    this.guests = options.guests.map((g, i) => ({
+      name: g.name ?? `guest${i}`,
+      devices: g.devices ?? [],
+      iommu: g.iommu ?? (g.devices ?? []).some((d) => d.kind === 'doorbell'),
+      memoryMb: g.memoryMb ?? 512,
+    }));
+    this.#cleanup = onCleanup(() => this.#release());
+  }
+
+  /** The named lab server (started by {@link startLab}). */
+  server(name = 'default'): IvshmemServer {
+    const server = this.#servers.get(name);
+    if (!server) throw new LabError(`no lab server named ${name} (servers: ${[...this.#servers.keys()].join(', ') || 'none'})`);
+    return server;
+  }
+
+  /** The named server's socket, for {@link connect} from the host. */
+  socketPath(name = 'default'): string {
+    return this.server(name).socketPath;
+  }
+
+  /** The host file behind the named ivshmem-plain memory, for `openFile`. */
+  shmPath(name = 'default'): string {
+    const shm = this.#shm.get(name);
+    if (!shm) throw new LabError(`no plain memory named ${name}`);
+    return shm.path;
+  }
+
+  /**
+   * Boots the named guests together, runs each one's job, and resolves when all have powered
+   * off (or were killed on timeout). Guests start one after another, each once its doorbell
+   * devices are connected, so server IDs follow the order of `jobs`.
+   */
+  async run(jobs: Record<string, GuestJob>): Promise<Record<string, GuestResult>> {
+    if (this.#closed) throw new LabError('the lab is closed');
+    const names = Object.keys(jobs);
+    const configs = names.map((name) => {
+      const config = this.guests.find((g) => g.name === name);
+      if (!config) throw new LabError(`no lab guest named ${name} (guests: ${this.guests.map((g) => g.name).join(', ')})`);
+      return config;
+    });
+    const release = await acquireSlots(configs.length, this.#options.maxGuests ?? 2);
+    const started: Guest[] = [];
+    try {
+      const run = ++this.#runs;
+      for (const config of configs) {
+        const spec = this.#spec(config, run);
+        this.#options.onProgress?.(`booting ${config.name} (${this.accel})`);
+        const connected = this.#expectConnections(spec);
+        const guest = await Guest.start(spec, jobs[config.name]!, this.#options.timeoutMs ?? 180_000);
+        started.push(guest);
+        this.#running.add(guest);
+        await connected(guest);
+        await publishDevices(spec);
+      }
+    } catch (error) {
+      for (const guest of started) guest.kill();
+      await Promise.all(started.map((g) => g.result));
+      for (const guest of started) this.#running.delete(guest);
+      release();
+      if (error instanceof LabError && started.length) {
+        const last = await started[started.length - 1]!.result;
+        throw new LabError(`${error.message}\n${last.qemuLog}`.trim(), { cause: error, console: last.console });
+      }
+      throw error;
+    }
+    const results = await Promise.all(started.map((g) => g.result));
+    for (const guest of started) this.#running.delete(guest);
+    release();
+    return Object.fromEntries(results.map((r) => [r.name, r]));
+  }
+
+  /** Stops running guests and servers and removes the lab's files. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const guest of this.#running) guest.kill();
+    await Promise.all([...this.#running].map((g) => g.result));
+    this.#cleanup();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** @internal Starts servers and creates plain memory files. */
+  setUp(): void {
+    const wanted = new Map<string, LabServerConfig>(Object.entries(this.#options.servers ?? {}));
+    for (const guest of this.guests) {
+      for (const device of guest.devices) {
+        if (device.kind === 'doorbell') {
+          const name = device.server ?? 'default';
+          const config = { ...wanted.get(name) };
+          if (this.#options.servers?.[name]?.vectors === undefined && device.vectors !== undefined) {
+            config.vectors = Math.max(config.vectors ?? 1, device.vectors);
+          }
+          wanted.set(name, config);
+        } else {
+          const name = device.shm ?? 'default';
+          const size = device.size ?? DEFAULT_SIZE;
+          if (!isPowerOfTwo(size)) throw new LabError(`plain memory ${name}: size must be a power of two of at least 4096, got ${size}`);
+          const known = this.#shm.get(name);
+          if (known && known.size !== size) throw new LabError(`plain memory ${name} is used with sizes ${known.size} and ${size}`);
+          if (!known) this.#shm.set(name, { path: this.#createShm(name, size), size });
+        }
+      }
+    }
+    for (const [name, config] of wanted) {
+      const size = config.size ?? DEFAULT_SIZE;
+      if (!isPowerOfTwo(size)) throw new LabError(`server ${name}: size must be a power of two of at least 4096, got ${size}`);
+      const vectors = config.vectors ?? 1;
+      for (const guest of this.guests) {
+        for (const d of guest.devices) {
+          if (d.kind === 'doorbell' && (d.server ?? 'default') === name && d.vectors !== undefined && d.vectors < vectors) {
+            // QEMU refuses such a setup ("Too many eventfd received"): say so before booting.
+            throw new LabError(`guest ${guest.name}: a doorbell device with ${d.vectors} vectors cannot join server ${name}, which gives every peer ${vectors}`);
+          }
+        }
+      }
+      this.#serverConfigs.set(name, { size, vectors });
+    }
+  }
+
+  #serverConfigs = new Map<string, { size: number; vectors: number }>();
+
+  /** @internal */
+  async listen(): Promise<void> {
+    for (const [name, config] of this.#serverConfigs) {
+      const server = await IvshmemServer.listen({ socket: join(this.dir, `${name}.sock`), size: config.size, vectors: config.vectors });
+      this.#servers.set(name, server);
+    }
+  }
+
+  #createShm(name: string, size: number): string {
+    const path = `/dev/shm/ivshmem-lab-${process.pid}-${randomBytes(3).toString('hex')}-${name.replace(/[^\w-]/g, '_')}`;
+    const fd = openSync(path, 'wx', 0o600);
+    try {
+      ftruncateSync(fd, size);
+    } finally {
+      closeSync(fd);
+    }
+    return path;
+  }
+
+  #spec(config: ResolvedGuest, run: number): BootSpec {
+    const jobDir = join(this.dir, `${config.name}-${run}`);
+    mkdirSync(jobDir);
+    writeFileSync(join(jobDir, 'console.log'), '');
+    const devices: GuestDevice[] = config.devices.map((device, i) => {
+      const address = deviceAddress(i);
+      if (device.kind === 'doorbell') {
+        const server = this.server(device.server ?? 'default');
+        return { kind: 'doorbell', address, server: device.server ?? 'default', socket: server.socketPath, vectors: device.vectors ?? server.vectors };
+      }
+      const name = device.shm ?? 'default';
+      const shm = this.#shm.get(name)!;
+      return { kind: 'plain', address, shm: name, path: shm.path, size: shm.size };
+    });
+    return { name: config.name, image: this.image, accel: this.accel, memoryMb: config.memoryMb, iommu: config.iommu, devices, jobDir };
+  }
+
+  // QEMU connects each doorbell device to its server while it starts, before the guest runs:
+  // waiting for those connections gives every device its server ID, in a known order.
+  #expectConnections(spec: BootSpec): (guest: Guest) => Promise<void> {
+    const doorbells = spec.devices.filter((d): d is Extract<GuestDevice, { kind: 'doorbell' }> => d.kind === 'doorbell');
+    const cleanups: Array<() => void> = [];
+    const waits = [...new Set(doorbells.map((d) => d.server))].map((name) => {
+      const server = this.server(name);
+      const queue = doorbells.filter((d) => d.server === name);
+      return new Promise<void>((resolve) => {
+        const onPeer = ({ id }: { id: number }): void => {
+          queue.shift()!.peerId = id;
+          if (queue.length === 0) resolve();
+        };
+        server.on('peer-connected', onPeer);
+        cleanups.push(() => server.off('peer-connected', onPeer));
+      });
+    });
+    return async (guest) => {
+      let timer: NodeJS.Timeout | undefined;
+      const failed = guest.result.then((r) => {
+        throw new LabError(`guest ${spec.name}: QEMU stopped before its doorbell devices connected`, { console: r.console });
+      });
+      failed.catch(() => {});
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new LabError(`guest ${spec.name}: its doorbell devices did not connect within 30 s`)), 30_000);
+      });
+      try {
+        await Promise.race([Promise.all(waits), failed, late]);
+      } finally {
+        clearTimeout(timer);
+        cleanups.forEach((c) => c());
+      }
+    };
+  }
+
+  // Synchronous, so it can run from an exit or signal handler too.
+  #release(): void {
+    this.#closed = true;
+    for (const guest of this.#running) guest.kill();
+    for (const server of this.#servers.values()) void server.close().catch(() => {});
+    for (const { path } of this.#shm.values()) rmSync(path, { force: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Starts a lab: finds (or prepares) the guest image, starts the servers and creates the plain
+ * memory files. Guests boot later, per {@link Lab.run}.
+ *
+ * @example
+ * ```ts
+ * const lab = await startLab({
+ *   guests: [
+ *     { name: 'a', devices: [{ kind: 'doorbell', vectors: 2 }] },
+ *     { name: 'b', devices: [{ kind: 'doorbell', vectors: 2 }] },
+ *   ],
+ * });
+ * try {
+ *   const { a, b } = await lab.run({ a: { script: 'guest.mjs', args: ['1'] }, b: { script: 'guest.mjs', args: ['0'] } });
+ *   console.log(a.exitCode, a.stdout, b.exitCode, b.stdout);
+ * } finally {
+ *   await lab.close();
+ * }
+ * ```
+ */
+export async function startLab(options: LabOptions): Promise<Lab> {
+  if (!options || !Array.isArray(options.guests)) throw new LabError('startLab(): options.guests must be an array');
+  const image =
+    options.image ??
+    (await findLabImage(options.cacheDir)) ??
+    (options.prepare === false
+      ? null
+      : await prepareLab({ cacheDir: options.cacheDir, onProgress: options.onProgress }));
+  if (!image) throw new LabError('no prepared lab image: run prepareLab() (or `ivshmem lab prepare`) first');
+  const dir = mkdtempSync(join(tmpdir(), 'ivshmem-lab-'));
+  if (!/^[\w./-]+$/.test(dir)) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new LabError(`the lab's folder ${dir} must have no spaces or commas (QEMU and the kernel command line split on them): set TMPDIR`);
+  }
+  const lab = new Lab(options, image, dir);
+  try {
+    lab.setUp();
+    await lab.listen();
+  } catch (error) {
+    await lab.close();
+    throw error;
+  }
+  return lab;
+}

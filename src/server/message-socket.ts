@@ -87,7 +87,11 @@ export class MessageSocket {
   }
 
   #onEvents(error: string | null, events: number): void {
-    if (error) return this.#end(new IvshmemError(`${error}: socket '${this.path}'`, { code: error, path: this.path }));
+    if (error) {
+      // libuv reports any POLLERR as EBADF: a read tells the real story (ECONNRESET, EOF).
+      this.#read();
+      return this.#end(new IvshmemError(`${error}: socket '${this.path}'`, { code: error, path: this.path }));
+    }
     if (events & native.WRITABLE) this.#flush();
     if (events & native.READABLE) this.#read();
   }

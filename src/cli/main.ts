@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// The `ivshmem` command.
+import { IvshmemError } from '../errors.js';
+import { demoCommand, demoHelp } from './demo.js';
+import { serverCommand, serverHelp } from './server.js';
+
+const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
+  server: { run: serverCommand, summary: 'run a QEMU-compatible ivshmem-server', help: serverHelp },
+  demo: { run: demoCommand, summary: 'two peers over our server on a shared-memory file (no VM)', help: demoHelp },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `usage: ivshmem <command> [options]\n\n${lines.join('\n')}\n\nivshmem <command> --help for its options.`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 1;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`ivshmem: unknown command '${name}'\n\n${usage()}`);
+    return 1;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    // Expected failures get one clear line; anything else keeps its stack.
+    if (error instanceof IvshmemError || (error instanceof Error && error.message.startsWith('ivshmem'))) {
+      console.error(`ivshmem: ${error.message}`);
+    } else {
+      console.error(error);
+    }
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,78 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { IvshmemServer } from '../server/server.js';
+import { flagHelp, parseArgs, parseSize, type FlagSpec } from './args.js';
+
+const specs: FlagSpec[] = [
+  { short: 'S', long: 'socket', value: true, help: 'UNIX socket path (default /tmp/ivshmem_socket)' },
+  { short: 'l', long: 'size', value: true, help: 'shared memory size, K/M/G suffixes, rounded up to a power of two (default 4M)' },
+  { short: 'n', long: 'vectors', value: true, help: 'interrupt vectors per peer, 1..64 (default 1)' },
+  { short: 'M', long: 'shm', value: true, help: 'shared memory name: /dev/shm/NAME, or a path (default: a new file in /dev/shm)' },
+  { short: 'm', long: 'dir', value: true, help: 'create the shared memory file in this directory (e.g. a hugetlbfs mount)' },
+  { long: 'reuse-shm', value: false, help: 'keep the contents of an existing shared memory file' },
+  { long: 'keep-shm', value: false, help: 'leave the shared memory file in place on exit' },
+  { short: 'p', long: 'pidfile', value: true, help: 'write the process ID to this file' },
+  { short: 'F', long: 'foreground', value: false, help: 'accepted for QEMU compatibility: the server always runs in the foreground' },
+  { short: 'v', long: 'verbose', value: false, help: 'also print the peer table after each change' },
+  { short: 'h', long: 'help', value: false, help: 'this help' },
+];
+
+export const serverHelp = `ivshmem server [options]: a QEMU-compatible ivshmem-server
+
+QEMU connects with: -chardev socket,path=SOCKET,id=c0 -device ivshmem-doorbell,chardev=c0,vectors=N
+Host programs connect with connect(SOCKET) from the ivshmem package.
+
+${flagHelp(specs)}`;
+
+function shmPath(flags: Record<string, string | true>): string | undefined {
+  const name = flags.shm as string | undefined;
+  const dir = flags.dir as string | undefined;
+  if (name && dir) throw new Error('ivshmem server: give either -M/--shm or -m/--dir, not both');
+  if (dir) return join(dir, `ivshmem-${process.pid}`);
+  if (!name) return undefined;
+  return name.includes('/') ? name : `/dev/shm/${name}`;
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace('T', ' ').slice(0, 23);
+}
+
+/** `ivshmem server`: runs until SIGINT or SIGTERM. */
+export async function serverCommand(argv: string[]): Promise<number> {
+  const { flags } = parseArgs(argv, specs, 'server');
+  if (flags.help) {
+    console.log(serverHelp);
+    return 0;
+  }
+  const vectors = flags.vectors === undefined ? 1 : Number(flags.vectors);
+  const server = await IvshmemServer.listen({
+    socket: (flags.socket as string | undefined) ?? '/tmp/ivshmem_socket',
+    size: flags.size === undefined ? undefined : parseSize(flags.size as string),
+    vectors,
+    shm: shmPath(flags),
+    reuseShm: flags['reuse-shm'] === true,
+    keepShm: flags['keep-shm'] === true,
+  });
+  server.on('log', (line) => console.log(`${stamp()} ${line}`));
+  if (flags.verbose) {
+    const table = (): void => console.log(`${stamp()} peers: ${server.peers.map((p) => `${p.id}(${p.vectors})`).join(' ') || 'none'}`);
+    server.on('peer-connected', table);
+    server.on('peer-disconnected', table);
+  }
+  const pidfile = flags.pidfile as string | undefined;
+  if (pidfile) writeFileSync(pidfile, `${process.pid}\n`);
+
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      console.log(`${stamp()} ${signal}: shutting down`);
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void server.close().then(() => {
+        if (pidfile) rmSync(pidfile, { force: true });
+        resolve(0);
+      });
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

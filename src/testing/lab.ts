@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IvshmemServer } from '../server/server.js';
@@ -8,7 +8,7 @@ import { onCleanup } from './cleanup.js';
 import { LabError } from './errors.js';
 import { deviceAddress, Guest, publishDevices, type BootSpec, type GuestDevice, type GuestJob, type GuestResult } from './guest.js';
 import { findLabImage, prepareLab, type LabImage } from './prepare.js';
-import { acquireSlots } from './slots.js';
+import { acquireSlots, alive } from './slots.js';
 
 /** A server the lab starts: one ivshmem-server for a set of doorbell devices. */
 export interface LabServerConfig {
@@ -70,6 +70,46 @@ export interface LabOptions {
 }
 
 const DEFAULT_SIZE = 4 << 20;
+const SHM_PREFIX = 'ivshmem-lab-';
+const DIR_PREFIX = 'ivshmem-lab-';
+
+// The PID in the name lets a later lab remove what a killed one (SIGKILL) left.
+function shmName(tag: string): string {
+  return `/dev/shm/${SHM_PREFIX}${process.pid}-${randomBytes(3).toString('hex')}-${tag.replace(/[^\w-]/g, '_')}`;
+}
+
+/**
+ * Removes lab folders and shm files of processes that are gone: what a lab killed without
+ * a chance to clean up (SIGKILL, a crash) leaves. Its QEMU processes died with it.
+ */
+export function sweepLeftovers(): void {
+  for (const name of safeList('/dev/shm')) {
+    const pid = Number(/^ivshmem-lab-(\d+)-/.exec(name)?.[1]);
+    if (pid > 0 && !alive(pid)) rmSync(join('/dev/shm', name), { force: true });
+  }
+  for (const name of safeList(tmpdir())) {
+    if (!name.startsWith(DIR_PREFIX) || name === 'ivshmem-lab-slots') continue;
+    const dir = join(tmpdir(), name);
+    const pid = Number(readFileSafe(join(dir, 'pid')));
+    if (pid > 0 && !alive(pid)) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function readFileSafe(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
 const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 4096 && (n & (n - 1)) === 0;
 
 interface ResolvedGuest {
@@ -234,13 +274,18 @@ export class Lab {
   /** @internal */
   async listen(): Promise<void> {
     for (const [name, config] of this.#serverConfigs) {
-      const server = await IvshmemServer.listen({ socket: join(this.dir, `${name}.sock`), size: config.size, vectors: config.vectors });
+      const server = await IvshmemServer.listen({
+        socket: join(this.dir, `${name}.sock`),
+        size: config.size,
+        vectors: config.vectors,
+        shm: shmName(`server-${name}`),
+      });
       this.#servers.set(name, server);
     }
   }
 
   #createShm(name: string, size: number): string {
-    const path = `/dev/shm/ivshmem-lab-${process.pid}-${randomBytes(3).toString('hex')}-${name.replace(/[^\w-]/g, '_')}`;
+    const path = shmName(`plain-${name}`);
     const fd = openSync(path, 'wx', 0o600);
     try {
       ftruncateSync(fd, size);
@@ -341,7 +386,9 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       ? null
       : await prepareLab({ cacheDir: options.cacheDir, onProgress: options.onProgress }));
   if (!image) throw new LabError('no prepared lab image: run prepareLab() (or `ivshmem lab prepare`) first');
-  const dir = mkdtempSync(join(tmpdir(), 'ivshmem-lab-'));
+  sweepLeftovers();
+  const dir = mkdtempSync(join(tmpdir(), DIR_PREFIX));
+  writeFileSync(join(dir, 'pid'), String(process.pid));
   if (!/^[\w./-]+$/.test(dir)) {
     rmSync(dir, { recursive: true, force: true });
     throw new LabError(`the lab's folder ${dir} must have no spaces or commas (QEMU and the kernel command line split on them): set TMPDIR`);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { LabError } from './errors.js';
 import { run } from './exec.js';
 import { buildInitramfs, initramfsKey } from './initramfs.js';
+import { withLock } from './slots.js';
 import { copyModules, extractVmlinux, fetchKernel, kernelPackage, kernelVersion } from './kernel.js';
 
 /** Options of {@link prepareLab}. */
@@ -54,12 +55,27 @@ export function defaultCacheDir(): string {
 export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabImage> {
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const progress = options.onProgress ?? (() => {});
-  const pkg = options.kernelPackage ?? (await kernelPackage());
+  let pkg = options.kernelPackage;
+  if (pkg === undefined) {
+    try {
+      pkg = await kernelPackage();
+    } catch (error) {
+      // Offline, or apt lists never fetched: a kernel prepared earlier still does.
+      const cached = await findLabImage(cacheDir);
+      if (!cached) throw error;
+      progress(`${(error as Error).message.split('\n')[0]}; using kernel ${cached.version} from the cache`);
+      return cached;
+    }
+  }
   const version = kernelVersion(pkg);
   const dir = join(cacheDir, version);
 
-  if (!existsSync(join(dir, 'image.json'))) {
-    await mkdir(cacheDir, { recursive: true });
+  await mkdir(cacheDir, { recursive: true });
+  await withLock(join(cacheDir, `.${version}.lock`), async () => {
+    if (existsSync(join(dir, 'image.json'))) {
+      progress(`kernel ${version} already in ${dir}`);
+      return;
+    }
     const work = join(cacheDir, `.${version}.${process.pid}.tmp`);
     await rm(work, { recursive: true, force: true });
     try {
@@ -73,16 +89,13 @@ export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabIm
       await copyModules(join(work, 'root'), version, join(out, 'modules'));
       const info: ImageInfo = { version, package: pkg, preparedAt: new Date().toISOString() };
       await writeFile(join(out, 'image.json'), `${JSON.stringify(info, null, 2)}\n`);
-      // Atomic publish: a concurrent preparation of the same version either wins or loses whole.
-      await rename(out, dir).catch((error: NodeJS.ErrnoException) => {
-        if (!existsSync(join(dir, 'image.json'))) throw error;
-      });
+      // Atomic publish: a reader never sees a half-prepared version.
+      await rm(dir, { recursive: true, force: true });
+      await rename(out, dir);
     } finally {
       await rm(work, { recursive: true, force: true });
     }
-  } else {
-    progress(`kernel ${version} already in ${dir}`);
-  }
+  });
   return finish(dir, version, progress);
 }
 

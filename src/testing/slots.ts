@@ -1,5 +1,7 @@
-// Guest slots shared by every process on the host: TCG guests are CPU-bound, and test files run
-// in parallel processes, so an in-process limit alone would still boot too many at once.
+// Locks shared by every process on the host, as files holding the owner's PID (a dead owner's
+// lock is free). Guest slots: TCG guests are CPU-bound, and test files run in parallel
+// processes, so an in-process limit alone would still boot too many at once. Preparation: two
+// processes must not download the same kernel side by side.
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +10,8 @@ import { onCleanup } from './cleanup.js';
 
 const DIR = join(tmpdir(), 'ivshmem-lab-slots');
 
-function alive(pid: number): boolean {
+/** True while process `pid` exists. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -17,8 +20,8 @@ function alive(pid: number): boolean {
   }
 }
 
-function tryTake(slot: number): (() => void) | null {
-  const path = join(DIR, `slot-${slot}`);
+/** Takes the lock file at `path` if it is free; returns its release function, or null. */
+export function tryLock(path: string): (() => void) | null {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o644);
@@ -65,11 +68,22 @@ export async function acquireSlots(count: number, max: number, signal?: AbortSig
     signal?.throwIfAborted();
     const taken: Array<() => void> = [];
     for (let slot = 0; slot < max && taken.length < want; slot++) {
-      const release = tryTake(slot);
+      const release = tryLock(join(DIR, `slot-${slot}`));
       if (release) taken.push(release);
     }
     if (taken.length === want) return () => taken.forEach((release) => release());
     taken.forEach((release) => release());
     await sleep(150 + Math.random() * 200);
+  }
+}
+
+/** Waits for the lock file at `path`, runs `fn`, and releases the lock. */
+export async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  let release: (() => void) | null;
+  while (!(release = tryLock(path))) await sleep(250);
+  try {
+    return await fn();
+  } finally {
+    release();
   }
 }

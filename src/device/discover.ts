@@ -157,3 +157,22 @@ export function resolveDevice(address?: string, options: ListDevicesOptions = {}
 export function normalizeAddress(address: string): string {
   return /^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(address) ? `0000:${address.toLowerCase()}` : address.toLowerCase();
 }
+
+/** A human-readable table of devices, as `ivshmem info` prints it. */
+export function formatDevices(devices: PciDeviceInfo[]): string {
+  if (devices.length === 0) return 'No ivshmem devices (PCI 1af4:1110) on this machine.';
+  const mib = (n: number): string => (n >= 1 << 20 ? `${n / (1 << 20)} MiB` : `${n / 1024} KiB`);
+  const rows = [
+    ['ADDRESS', 'KIND', 'MEMORY', 'VECTORS', 'DRIVER', 'IOMMU GROUP'],
+    ...devices.map((d) => [
+      d.address,
+      d.kind,
+      mib(d.size),
+      d.kind === 'plain' ? '-' : (d.vectors?.toString() ?? '?'),
+      d.driver ?? '-',
+      d.iommuGroup?.toString() ?? 'none',
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}

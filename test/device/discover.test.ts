@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listDevices, normalizeAddress, resolveDevice } from '../../src/device/discover.js';
+import { formatDevices, listDevices, normalizeAddress, resolveDevice } from '../../src/device/discover.js';
 import { openDevice } from '../../src/device/open.js';
 
 let root: string;
@@ -166,5 +166,17 @@ describe('openDevice (vfio backend refusals)', () => {
       expect.objectContaining({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' }),
     );
     expect(() => openDevice('', { sysfsRoot: root })).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' }));
+  });
+});
+
+describe('formatDevices', () => {
+  it('prints a table, with "?" for vectors unknown without root', () => {
+    const table = formatDevices(listDevices({ sysfsRoot: root }).map((d, i) => (i === 0 ? { ...d, vectors: null } : d)));
+    expect(table.split('\n')).toEqual([
+      'ADDRESS       KIND      MEMORY  VECTORS  DRIVER           IOMMU GROUP',
+      '0000:00:03.0  doorbell  1 MiB   ?        -                3',
+      '0000:00:04.0  plain     4 MiB   -        uio_pci_generic  none',
+    ]);
+    expect(formatDevices([])).toMatch(/No ivshmem devices/);
   });
 });

@@ -56,6 +56,10 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     return this.#closed;
   }
 
+  get receivesInterrupts(): boolean {
+    return this.#sources.length > 0;
+  }
+
   ring(peer: number, vector = 0): void {
     this.assertOpen();
     if (this.vectors === 0) this.noDoorbell();

@@ -51,6 +51,11 @@ export interface Device extends EventEmitter<DeviceEvents> {
   readonly memory: ArrayBuffer;
   /** How many interrupt vectors this peer has (0 when it has no doorbell). */
   readonly vectors: number;
+  /**
+   * Whether doorbells rung on this peer arrive as interrupts here. False for file devices and
+   * for sysfs guests, which can ring others but not be woken.
+   */
+  readonly receivesInterrupts: boolean;
   /** True once {@link Device.close} was called. */
   readonly closed: boolean;
   /**

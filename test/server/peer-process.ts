@@ -13,7 +13,7 @@ export class PeerProcess {
   #waiters: Array<() => void> = [];
 
   constructor(args: string[]) {
-    this.proc = child('server-peer.mjs', args);
+    this.proc = args[0] === 'bus' ? child('bus-peer.mjs', args.slice(1)) : child('server-peer.mjs', args);
     this.proc.on('message', (msg) => {
       this.events.push(msg as PeerEvent);
       for (const wake of this.#waiters.splice(0)) wake();

@@ -1,0 +1,250 @@
+import { rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { attach, connect, IvshmemServer, openFile, utf8Codec, type Bus, type BusPeer, type Device } from '../../src/index.js';
+import { shmPath } from '../helpers.js';
+import { PeerProcess } from '../server/peer-process.js';
+
+const cleanup: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+function tempFile(size = 1 << 20): string {
+  const path = shmPath('bus');
+  openFile(path, { size, create: true }).close();
+  cleanup.push(() => rmSync(path, { force: true }));
+  return path;
+}
+
+function file(path: string): Device {
+  const dev = openFile(path);
+  cleanup.push(() => dev.close());
+  return dev;
+}
+
+async function join(device: Device, name: string, heartbeat = 100): Promise<Bus> {
+  const bus = await attach(device, { name, heartbeat });
+  cleanup.push(() => bus.close());
+  return bus;
+}
+
+function busPeer(kind: 'server' | 'file', where: string, name: string, heartbeat = 100): PeerProcess {
+  const p = new PeerProcess(['bus', kind, where, name, String(heartbeat)]);
+  cleanup.push(() => (p.kill(), p.exit().catch(() => {})));
+  return p;
+}
+
+function nextEvent<T extends unknown[]>(bus: Bus, event: 'peer-up' | 'peer-down', match: (...args: T) => boolean = () => true): Promise<T> {
+  return new Promise((resolve) => {
+    const on = (...args: unknown[]): void => {
+      if (!match(...(args as T))) return;
+      bus.off(event, on as never);
+      resolve(args as T);
+    };
+    bus.on(event, on as never);
+  });
+}
+
+describe('the region', () => {
+  it('is formatted by the first peer and joined by the next, who share one geometry', async () => {
+    const path = tempFile();
+    const a = await join(file(path), 'a');
+    const b = await join(file(path), 'b');
+    expect(b.geometry).toEqual(a.geometry);
+    expect(a.geometry).toMatchObject({ profile: 'shared', maxPeers: 16, entries: 32, regionSize: 1 << 20 });
+    expect([a.self.slot, b.self.slot]).toEqual([0, 1]);
+    await nextEvent(a, 'peer-up', (p: BusPeer) => p.name === 'b');
+    expect(a.peers.map((p) => p.name)).toEqual(['b']);
+    expect(b.peers.map((p) => p.name)).toEqual(['a']);
+  });
+
+  it('refuses a region of another layout version, and does not rewrite it', async () => {
+    const path = tempFile();
+    const first = await join(file(path), 'first');
+    first.close();
+    const dev = file(path);
+    new DataView(dev.memory).setUint16(8, 2, true);
+    const before = Buffer.from(dev.memory.slice(0, 4096));
+    await expect(attach(dev, { name: 'late' })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_REGION_VERSION', message: expect.stringMatching(/version 2\.0; this library reads version 1/) });
+    expect(Buffer.from(dev.memory.slice(0, 4096))).toEqual(before);
+  });
+
+  it('refuses memory that holds something else, and a corrupt geometry', async () => {
+    const path = tempFile();
+    const dev = file(path);
+    new Uint8Array(dev.memory).set(Buffer.from('not a bus region'));
+    await expect(attach(dev, { name: 'x' })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringMatching(/something other than an ivshmem bus region/) });
+    expect(Buffer.from(dev.memory.slice(0, 16)).toString()).toBe('not a bus region');
+
+    const path2 = tempFile();
+    (await join(file(path2), 'first')).close();
+    const dev2 = file(path2);
+    new DataView(dev2.memory).setUint32(44, 0x7fff0000, true); // section size
+    await expect(attach(dev2, { name: 'y' })).rejects.toThrow(/superblock is corrupt/);
+  });
+
+  it('formats the pairwise profile for exactly two peers, and says when a region is full', async () => {
+    const path = tempFile(64 << 10);
+    const a = await attach(file(path), { name: 'a', profile: 'pairwise', heartbeat: 100 });
+    cleanup.push(() => a.close());
+    await join(file(path), 'b');
+    expect(a.geometry.maxPeers).toBe(2);
+    await expect(attach(file(path), { name: 'c' })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_BUS_FULL' });
+    await expect(attach(file(tempFile(8192)), { name: 'tiny' })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_SIZE' });
+  });
+});
+
+describe('channels between peers', () => {
+  it('open and accept by name, both ways, in order, with EOF on close', async () => {
+    const path = tempFile();
+    const alice = await join(file(path), 'alice');
+    const bob = await join(file(path), 'bob');
+    const bobSeen = await alice.waitForPeer('bob');
+    const toBob = alice.open(bobSeen, 'chat', { codec: utf8Codec });
+    const fromAlice = await bob.accept('chat', { codec: utf8Codec });
+    const toAlice = bob.open('alice', 'chat', { codec: utf8Codec });
+    const fromBob = await alice.accept('chat', { from: 'bob', codec: utf8Codec });
+    const sending = (async () => {
+      for (let n = 0; n < 1000; n++) await toBob.send(`hello ${n}`);
+      toBob.close();
+    })();
+    const echoing = (async () => {
+      let i = 0;
+      for await (const msg of fromAlice) {
+        expect(msg).toBe(`hello ${i++}`);
+        await toAlice.send(msg.replace('hello', 'hi'));
+      }
+      expect(i).toBe(1000);
+      toAlice.close();
+    })();
+    const replies: string[] = [];
+    for await (const msg of fromBob) replies.push(msg);
+    await Promise.all([sending, echoing]);
+    expect(replies.length).toBe(1000);
+    expect(replies[999]).toBe('hi 999');
+  });
+
+  it('delivers channels opened before anyone accepts, through the channel event', async () => {
+    const path = tempFile();
+    const a = await join(file(path), 'a');
+    const b = await join(file(path), 'b');
+    const incoming = new Promise<{ name: string; from: string; first: string | undefined }>((resolve) => {
+      b.on('channel', async (ch) => {
+        const reader = ch.accept({ codec: utf8Codec });
+        resolve({ name: ch.name, from: ch.from.name, first: await reader.receive() });
+      });
+    });
+    const w = a.open(await a.waitForPeer('b'), 'events', { codec: utf8Codec });
+    await w.send('first');
+    expect(await incoming).toEqual({ name: 'events', from: 'a', first: 'first' });
+  });
+
+  it('refuses unknown peers and bad names clearly', async () => {
+    const a = await join(file(tempFile()), 'a');
+    expect(() => a.open('nobody', 'x')).toThrow(/no peer "nobody" is up/);
+    await expect(attach(file(tempFile()), { name: '' })).rejects.toThrow(/name must be 1\.\.64 bytes/);
+    await expect(attach(file(tempFile()), { name: 'x'.repeat(65) })).rejects.toThrow(/name must be 1\.\.64 bytes/);
+  });
+
+  it('says when the section is full, and reuses rings whose both ends are done', async () => {
+    const path = tempFile(256 << 10);
+    const a = await attach(file(path), { name: 'a', maxPeers: 2, heartbeat: 100, channelCapacity: 32768 });
+    cleanup.push(() => a.close());
+    const b = await join(file(path), 'b');
+    const peer = await a.waitForPeer('b');
+    const writers = [];
+    let full: unknown;
+    try {
+      for (let i = 0; i < 10; i++) writers.push(a.open(peer, `c${i}`));
+    } catch (error) {
+      full = error;
+    }
+    expect(full).toMatchObject({ code: 'ERR_IVSHMEM_BUS_FULL' });
+    expect(writers.length).toBeGreaterThan(1);
+    const first = writers[0]!;
+    first.close();
+    (await b.accept('c0')).close();
+    expect(() => a.open(peer, 'again')).not.toThrow();
+  });
+});
+
+describe('liveness', () => {
+  it('notices a SIGKILLed peer by its heartbeat, ends its channels with a typed error, and frees its slot', async () => {
+    const path = tempFile();
+    const heartbeat = 100;
+    const me = await join(file(path), 'me', heartbeat);
+    const child = busPeer('file', path, 'echo', heartbeat);
+    await child.event('ready');
+    const echo = await me.waitForPeer('echo');
+    const ping = me.open(echo, 'ping', { codec: utf8Codec });
+    const pong = await me.accept('pong', { from: echo, codec: utf8Codec });
+    await ping.send('hello');
+    expect(await pong.receive()).toBe('HELLO');
+
+    const down = nextEvent<[BusPeer, string]>(me, 'peer-down');
+    const killedAt = performance.now();
+    child.kill();
+    const [peer, reason] = await down;
+    const noticedAfter = performance.now() - killedAt;
+    expect(peer.name).toBe('echo');
+    expect(reason).toBe('heartbeat');
+    // Two periods of silence, plus one scan interval and scheduling slack.
+    expect(noticedAfter).toBeLessThan(2 * heartbeat + heartbeat / 4 + 400);
+    await expect(pong.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
+    await expect(ping.send('anyone?')).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
+
+    // Its slot is free again: a restarted peer joins as a new session.
+    const again = busPeer('file', path, 'echo', heartbeat);
+    const ready = await again.event('ready');
+    const back = await me.waitForPeer('echo');
+    expect(back.session).toBe(ready.session);
+    expect(back.session).not.toBe(echo.session);
+    expect(back.slot).toBe(echo.slot);
+  });
+
+  it('over our server: a killed peer is down at once (disconnected), and its restart is a new session', async () => {
+    const socket = shmPath('bus-sock');
+    cleanup.push(() => rmSync(socket, { force: true }));
+    const server = await IvshmemServer.listen({ socket, size: 1 << 20, vectors: 2 });
+    cleanup.push(() => server.close());
+    const dev = await connect(socket);
+    cleanup.push(() => dev.close());
+    const me = await join(dev, 'me', 1000);
+    const child = busPeer('server', socket, 'echo', 1000);
+    await child.event('ready');
+    const echo = await me.waitForPeer('echo');
+    expect(echo.deviceId).toBe(1);
+    expect(echo.vectors).toBe(2);
+    const ping = me.open(echo, 'ping', { codec: utf8Codec });
+    const pong = await me.accept('pong', { from: echo, codec: utf8Codec });
+    for (let i = 0; i < 200; i++) {
+      await ping.send(`m${i}`);
+      expect(await pong.receive()).toBe(`M${i}`);
+    }
+    const down = nextEvent<[BusPeer, string]>(me, 'peer-down');
+    child.kill();
+    const [, reason] = await down;
+    expect(reason).toBe('disconnected');
+    await expect(pong.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
+
+    const again = busPeer('server', socket, 'echo', 1000);
+    await again.event('ready');
+    const back = await me.waitForPeer('echo');
+    expect(back.session).not.toBe(echo.session);
+  });
+
+  it('lets others see a clean leave as "left", with channels drained to EOF', async () => {
+    const path = tempFile();
+    const a = await join(file(path), 'a');
+    const b = await join(file(path), 'b');
+    const w = b.open(await b.waitForPeer('a'), 'last-words', { codec: utf8Codec });
+    const r = await a.accept('last-words', { codec: utf8Codec });
+    await w.send('bye');
+    const down = nextEvent<[BusPeer, string]>(a, 'peer-down');
+    b.close();
+    expect((await down)[1]).toBe('left');
+    const got: string[] = [];
+    for await (const m of r) got.push(m);
+    expect(got).toEqual(['bye']);
+  });
+});

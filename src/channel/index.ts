@@ -1,0 +1,67 @@
+/**
+ * Typed single-producer/single-consumer channels in shared memory: the ring format of SPEC.md
+ * ("Ring"), codecs, waiting strategies, and validation against a hostile peer. Pure TypeScript
+ * over any ArrayBuffer; it never touches a backend.
+ *
+ * @module
+ */
+import { ChannelReader } from './reader.js';
+import type { ChannelOptions, RingPlacement } from './ring.js';
+import { formatRing } from './ring.js';
+import { ChannelWriter } from './writer.js';
+
+export { bytesCodec, jsonCodec, utf8Codec, type Codec } from './codec.js';
+export { ChannelError, type RingField } from './errors.js';
+export {
+  RECORD_HEADER_SIZE,
+  RECORD_TYPE_MAX,
+  RECORD_TYPE_PADDING,
+  RING_HEADER_SIZE,
+  RING_MAGIC,
+  RING_MAX_CAPACITY,
+  RING_MIN_CAPACITY,
+  RING_VERSION_MAJOR,
+  RING_VERSION_MINOR,
+  recordSize,
+  ringCapacityFor,
+  ringSize,
+} from './layout.js';
+export { ChannelReader, type DrainCallback } from './reader.js';
+export { formatRing, type ChannelOptions, type FormatOptions, type RingPlacement } from './ring.js';
+export {
+  deviceWaitStrategy,
+  pollingWaitStrategy,
+  type DeviceWaitOptions,
+  type DoorbellDevice,
+  type PollingOptions,
+  type WaitStrategy,
+} from './wait.js';
+export { ChannelWriter, type SendOptions } from './writer.js';
+
+/** Both ends of one channel, for {@link createChannel}. */
+export interface Channel<T> {
+  writer: ChannelWriter<T>;
+  reader: ChannelReader<T>;
+}
+
+/**
+ * Formats a ring and opens both of its ends in this thread: for tests, and for handing one
+ * end's region to a worker. Cross-process peers instead open one end each
+ * (`new ChannelWriter(...)`, `new ChannelReader(...)`), one of them with `format: true`.
+ *
+ * @example
+ * ```ts
+ * const { writer, reader } = createChannel<string>(new ArrayBuffer(4096), { codec: utf8Codec });
+ * writer.trySend('hi');
+ * reader.tryReceive(); // 'hi'
+ * ```
+ */
+export function createChannel<T = Uint8Array>(
+  memory: ArrayBuffer,
+  options: RingPlacement & Omit<ChannelOptions<T>, 'format' | keyof RingPlacement> = {},
+): Channel<T> {
+  formatRing(memory, options);
+  const { offset, size } = options;
+  const place = { ...options, offset, size, format: false };
+  return { writer: new ChannelWriter<T>(memory, place), reader: new ChannelReader<T>(memory, place) };
+}

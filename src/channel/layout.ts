@@ -1,0 +1,53 @@
+// The ring's wire format, version 1. SPEC.md ("Ring") is the normative text; these constants
+// are its byte offsets, and the two must change together.
+
+/** `"IVRG"` in memory order, read as a little-endian u32. */
+export const RING_MAGIC = 0x47525649;
+/** Major version: a reader refuses any other. */
+export const RING_VERSION_MAJOR = 1;
+/** Minor version: additions a version 1.0 reader may ignore. */
+export const RING_VERSION_MINOR = 0;
+/** Bytes before the data area: three 128-byte lines (formatter, producer, consumer). */
+export const RING_HEADER_SIZE = 384;
+/** Smallest data area: a record header and one 8-byte payload word, with room to spare. */
+export const RING_MIN_CAPACITY = 64;
+/** Largest data area: positions are compared as 32-bit distances, so it must stay below 2^31. */
+export const RING_MAX_CAPACITY = 2 ** 30;
+/** Bytes of a record header: u32 length, u32 type. */
+export const RECORD_HEADER_SIZE = 8;
+/** Record type of a padding record, which fills the ring's end so no record wraps. */
+export const RECORD_TYPE_PADDING = 0xffffffff;
+/** Largest application record type; 0x10000..0xfffffffe are reserved in version 1. */
+export const RECORD_TYPE_MAX = 0xffff;
+
+// u32 word indexes, relative to the ring's start.
+/** @internal */ export const W_MAGIC = 0;
+/** @internal */ export const W_VERSION = 1; // u16 major | u16 minor << 16
+/** @internal */ export const W_HEADER_SIZE = 2;
+/** @internal */ export const W_CAPACITY = 3;
+/** @internal */ export const W_FLAGS = 4;
+/** @internal */ export const W_TAIL_LO = 32; // byte 128: producer line
+/** @internal */ export const W_TAIL_HI = 33;
+/** @internal */ export const W_PRODUCER_WAIT = 34;
+/** @internal */ export const W_WRITER_CLOSED = 35;
+/** @internal */ export const W_HEAD_LO = 64; // byte 256: consumer line
+/** @internal */ export const W_HEAD_HI = 65;
+/** @internal */ export const W_CONSUMER_WAIT = 66;
+/** @internal */ export const W_READER_CLOSED = 67;
+
+/** Bytes a ring with a `capacity`-byte data area occupies. */
+export function ringSize(capacity: number): number {
+  return RING_HEADER_SIZE + capacity;
+}
+
+/** The largest power-of-two data area that fits in `size` bytes (0 when none fits). */
+export function ringCapacityFor(size: number): number {
+  const room = Math.min(size - RING_HEADER_SIZE, RING_MAX_CAPACITY);
+  if (!(room >= RING_MIN_CAPACITY)) return 0;
+  return 2 ** Math.floor(Math.log2(room));
+}
+
+/** Bytes one record with a `length`-byte payload takes in the data area (header + payload, 8-aligned). */
+export function recordSize(length: number): number {
+  return RECORD_HEADER_SIZE + Math.ceil(length / 8) * 8;
+}

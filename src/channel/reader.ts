@@ -1,0 +1,287 @@
+import { ChannelError, corrupt } from './errors.js';
+import {
+  RECORD_TYPE_MAX,
+  RECORD_TYPE_PADDING,
+  W_CONSUMER_WAIT,
+  W_HEAD_HI,
+  W_HEAD_LO,
+  W_PRODUCER_WAIT,
+  W_READER_CLOSED,
+  W_TAIL_LO,
+  W_WRITER_CLOSED,
+} from './layout.js';
+import { RingEnd, type ChannelOptions } from './ring.js';
+
+const DATA = 96; // u32 index of the data area (byte 384)
+const TWO32 = 2 ** 32;
+
+/**
+ * Receives the payload of one record without allocating: `bytes` is a Node `Buffer` over the
+ * ring's data area and the payload is `bytes[offset .. offset + length)`. The bytes are shared
+ * memory, valid only during the call: copy what you keep.
+ */
+export type DrainCallback = (bytes: Uint8Array, offset: number, length: number, type: number) => void;
+
+/**
+ * The consuming end of a channel: one per ring.
+ *
+ * `receive()` resolves with the next message and rejects with `ERR_IVSHMEM_CHANNEL_CLOSED` at
+ * EOF (the writer closed and every message was received); `for await` ends there instead.
+ * `tryReceive()` returns `undefined` when there is nothing to read; {@link ChannelReader.done}
+ * tells EOF apart.
+ *
+ * Everything read from the ring is copied into a local once, checked against the ring's
+ * geometry, and only the local is used. A peer breaking the rules fails the channel with a
+ * `ChannelError` (`ERR_IVSHMEM_CHANNEL_CORRUPT`, `field` naming what was wrong); nothing
+ * outside the ring is ever read.
+ *
+ * @example
+ * ```ts
+ * const reader = new ChannelReader(device.memory, { offset: 0, size: 1 << 16, codec: utf8Codec });
+ * for await (const text of reader) console.log(text);
+ * ```
+ */
+export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIterable<T> {
+  #headLo: number; // authoritative: only this end writes the head
+  #headHi: number;
+  #published: number; // head low word as last stored
+  #tailLo: number; // last validated tail seen
+  #rung = -1;
+  #closed = false;
+  // The record found by #next(): its length, type and size in the ring.
+  #length = 0;
+  #type = 0;
+  #stride = 0;
+
+  /** Attaches to the ring at `options.offset` (formatting it first with `format: true`). */
+  constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
+    super(memory, options, W_CONSUMER_WAIT);
+    const u32 = this.u32;
+    this.#headLo = u32[W_HEAD_LO]!;
+    this.#headHi = u32[W_HEAD_HI]!;
+    this.#published = this.#headLo;
+    if ((this.#headLo & 7) !== 0) throw corrupt('head', `head ${this.#headLo} is not a multiple of 8`);
+    const tail = Atomics.load(u32, W_TAIL_LO);
+    if ((tail & 7) !== 0 || ((tail - this.#headLo) >>> 0) > this.capacity) {
+      throw corrupt('tail', `tail ${tail} is not a multiple of 8 within ${this.capacity} bytes ahead of head ${this.#headLo}`);
+    }
+    this.#tailLo = tail;
+    if (Atomics.load(u32, W_READER_CLOSED) !== 0) {
+      throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the ring was closed by its reader; format it again to reuse it');
+    }
+  }
+
+  /** True at EOF: the writer closed and every message was received. */
+  get done(): boolean {
+    if (this.error) return false;
+    return this.#eof();
+  }
+
+  /** Bytes of records (with headers and padding) waiting to be read. */
+  get available(): number {
+    if (this.error) return 0;
+    return (this.#refreshTail() - this.#headLo) >>> 0;
+  }
+
+  /** The next message, or `undefined` when none is there (see {@link ChannelReader.done}). */
+  tryReceive(): T | undefined {
+    this.#usable();
+    const at = this.#next();
+    if (at < 0) {
+      this.#flush(); // padding skipped on the way is space the writer may be waiting for
+      return undefined;
+    }
+    return this.#take(at);
+  }
+
+  /** The next message, waiting for one; rejects with `ERR_IVSHMEM_CHANNEL_CLOSED` at EOF. */
+  async receive(options?: { signal?: AbortSignal }): Promise<T> {
+    this.#usable();
+    let at = this.#next();
+    if (at < 0) {
+      this.#flush();
+      await this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
+      if (at < 0) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
+    }
+    return this.#take(at);
+  }
+
+  /** Waits until a message is there (true) or EOF (false), without consuming anything. */
+  async ready(options?: { signal?: AbortSignal }): Promise<boolean> {
+    this.#usable();
+    let at = this.#next();
+    if (at < 0) {
+      this.#flush();
+      await this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
+    }
+    return at >= 0;
+  }
+
+  /**
+   * Hands every waiting record (up to `max`) to `callback` in order, zero-copy and without
+   * allocating, and returns how many it handed over. Space is released to the writer in
+   * batches. A record whose callback throws counts as received.
+   */
+  drain(callback: DrainCallback, max = Infinity): number {
+    this.#usable();
+    const release = this.capacity >>> 2;
+    let count = 0;
+    try {
+      while (count < max) {
+        const at = this.#next();
+        if (at < 0) break;
+        const length = this.#length;
+        const type = this.#type;
+        const stride = this.#stride;
+        count++;
+        try {
+          callback(this.data, at + 8, length, type);
+        } finally {
+          this.#verify(at, length, type);
+          this.#advance(stride);
+        }
+        if (((this.#headLo - this.#published) >>> 0) >= release) this.#flush();
+      }
+    } finally {
+      this.#flush();
+    }
+    return count;
+  }
+
+  /** Iterates messages until EOF. Breaking out of the loop leaves the channel open. */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      if (!(await this.ready())) return;
+      yield this.#take(this.#next());
+    }
+  }
+
+  /**
+   * Stops reading: pending receives reject with `ERR_IVSHMEM_CHANNEL_CLOSED` and the writer's
+   * sends fail from now on. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader was closed'));
+    if (this.u32.length === 0) return;
+    Atomics.store(this.u32, W_READER_CLOSED, 1);
+    this.#wake(true);
+  }
+
+  #usable(): void {
+    if (this.error) throw this.error;
+    if (this.u32.length === 0) this.checkLive();
+    if (this.#closed) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: receive after close()');
+  }
+
+  // Decodes the record at `at`, checks it was not changed under us, and consumes it.
+  #take(at: number): T {
+    const length = this.#length;
+    const type = this.#type;
+    const stride = this.#stride;
+    const value = this.codec.decode(this.data, at + 8, length, type);
+    this.#verify(at, length, type);
+    // An honest writer never moves the tail back over unread records: if it did while we
+    // copied, the copy may be torn, so it is refused before it is handed over.
+    this.#refreshTail();
+    this.#advance(stride);
+    this.#flush();
+    return value;
+  }
+
+  /**
+   * Finds the next record; returns its data index, or -1 when the ring is empty. Padding is
+   * skipped (and released with the next record). Every shared word is read once into a local.
+   */
+  #next(): number {
+    const capacity = this.capacity;
+    for (;;) {
+      let available = (this.#tailLo - this.#headLo) >>> 0;
+      if (available === 0) {
+        available = (this.#refreshTail() - this.#headLo) >>> 0;
+        if (available === 0) return -1;
+      }
+      const at = this.#headLo & this.mask;
+      const w = DATA + (at >>> 2);
+      const length = this.u32[w]!;
+      const type = this.u32[w + 1]!;
+      const contiguous = capacity - at;
+      if (type === RECORD_TYPE_PADDING) {
+        if (length !== contiguous - 8) {
+          this.fail(corrupt('padding', `padding at ${at} is ${length} bytes; it must reach the end of the data area (${contiguous - 8})`));
+        }
+        if (contiguous > available) this.fail(corrupt('padding', `padding at ${at} runs ${contiguous - available} bytes past the tail`));
+        this.#advance(contiguous);
+        continue;
+      }
+      if (type > RECORD_TYPE_MAX) this.fail(corrupt('type', `record type 0x${type.toString(16)} at ${at} is reserved`));
+      if (length > capacity - 8) this.fail(corrupt('length', `record length ${length} at ${at} exceeds the largest payload ${capacity - 8}`));
+      const stride = 8 + ((length + 7) & ~7);
+      if (stride > contiguous) this.fail(corrupt('length', `record of ${length} bytes at ${at} would wrap past the end of the data area`));
+      if (stride > available) this.fail(corrupt('length', `record of ${length} bytes at ${at} runs past the tail (${available} bytes published)`));
+      this.#length = length;
+      this.#type = type;
+      this.#stride = stride;
+      return at;
+    }
+  }
+
+  // The writer cannot rewrite published records; a change means a peer scribbled mid-read.
+  #verify(at: number, length: number, type: number): void {
+    const w = DATA + (at >>> 2);
+    if (this.u32[w] !== length || this.u32[w + 1] !== type) {
+      this.fail(corrupt('length', `record at ${at} changed while it was being read`));
+    }
+  }
+
+  #advance(bytes: number): void {
+    let lo = this.#headLo + bytes;
+    if (lo >= TWO32) {
+      lo -= TWO32;
+      this.#headHi = (this.#headHi + 1) >>> 0;
+    }
+    this.#headLo = lo;
+  }
+
+  // Release: stores the head (high word first) so the writer may reuse the space, then rings
+  // the writer if it announced that it waits for space.
+  #flush(): void {
+    if (this.#headLo === this.#published) return;
+    const u32 = this.u32;
+    if (u32[W_HEAD_HI] !== this.#headHi) Atomics.store(u32, W_HEAD_HI, this.#headHi);
+    Atomics.store(u32, W_HEAD_LO, this.#headLo);
+    this.#published = this.#headLo;
+    this.#wake();
+  }
+
+  #wake(force = false): void {
+    const seq = Atomics.load(this.u32, W_PRODUCER_WAIT);
+    if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
+      this.#rung = seq;
+      this.strategy.notify();
+    }
+  }
+
+  // Acquire: loads the tail and validates it against the head and the last tail seen.
+  #refreshTail(): number {
+    const tail = Atomics.load(this.u32, W_TAIL_LO);
+    if (tail !== this.#tailLo) {
+      if (((tail - this.#headLo) >>> 0) > this.capacity || (tail & 7) !== 0) {
+        if (this.u32.length === 0) this.checkLive();
+        this.fail(corrupt('tail', `tail ${tail} is not an 8-aligned position at most ${this.capacity} bytes ahead of head ${this.#headLo}`));
+      }
+      if (((tail - this.#tailLo) >>> 0) > this.capacity) {
+        this.fail(corrupt('tail', `tail ran backwards from ${this.#tailLo} to ${tail}`));
+      }
+      this.#tailLo = tail;
+    }
+    return tail;
+  }
+
+  // EOF: the writer's closed flag, then (seq-cst after it) a tail equal to our head.
+  #eof(): boolean {
+    if (Atomics.load(this.u32, W_WRITER_CLOSED) === 0) return false;
+    return this.#refreshTail() === this.#headLo;
+  }
+}

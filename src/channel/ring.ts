@@ -1,0 +1,307 @@
+import { Buffer } from 'node:buffer';
+import { endianness } from 'node:os';
+import { fail } from '../errors.js';
+import type { Codec } from './codec.js';
+import { bytesCodec } from './codec.js';
+import { ChannelError, corrupt } from './errors.js';
+import {
+  RING_HEADER_SIZE,
+  RING_MAGIC,
+  RING_MAX_CAPACITY,
+  RING_MIN_CAPACITY,
+  RING_VERSION_MAJOR,
+  RING_VERSION_MINOR,
+  ringCapacityFor,
+  W_CAPACITY,
+  W_FLAGS,
+  W_HEAD_HI,
+  W_HEAD_LO,
+  W_HEADER_SIZE,
+  W_MAGIC,
+  W_TAIL_HI,
+  W_TAIL_LO,
+  W_VERSION,
+} from './layout.js';
+import { pollingWaitStrategy, type WaitStrategy } from './wait.js';
+
+// Typed arrays use the host's byte order and the format is little-endian.
+if (endianness() !== 'LE') throw new Error('ivshmem channels need a little-endian host');
+
+/** Where a ring lives in a region. */
+export interface RingPlacement {
+  /** Byte offset of the ring in the region; a multiple of 8, best of 128 (default 0). */
+  offset?: number;
+  /** Bytes the ring may use from `offset` (default: to the end of the region). */
+  size?: number;
+}
+
+/** Options of {@link formatRing}. */
+export interface FormatOptions extends RingPlacement {
+  /** Data-area bytes, a power of two (default: the largest that fits in `size`). */
+  capacity?: number;
+  /**
+   * Starting value of head and tail, a multiple of 8 below 2^53 (default 0). Tests use it
+   * to cross the 2^32 boundary of the low position word early.
+   */
+  position?: number;
+}
+
+/** Options both channel ends take. */
+export interface ChannelOptions<T> extends RingPlacement {
+  /** Turns values into payloads and back (default: {@link bytesCodec}). */
+  codec?: Codec<T>;
+  /** How this end sleeps and wakes the other (default: {@link pollingWaitStrategy}). */
+  wait?: WaitStrategy;
+  /**
+   * Microseconds to busy-wait on the ring before sleeping (default 20; 0 never spins). A spin
+   * that keeps failing shrinks itself, one that succeeds grows back. Spinning blocks this
+   * thread's event loop for at most that long.
+   */
+  spin?: number;
+  /** Format the ring first (exactly one end does, before the other attaches). */
+  format?: boolean | Omit<FormatOptions, 'offset' | 'size'>;
+}
+
+/** What a ring end learned when it attached: the validated geometry. */
+interface Geometry {
+  u32: Uint32Array;
+  data: Buffer;
+  capacity: number;
+}
+
+function placement(memory: ArrayBuffer, options: RingPlacement): { offset: number; size: number } {
+  const region: unknown = memory;
+  if (!(region instanceof ArrayBuffer) && !(region instanceof SharedArrayBuffer)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'channel: memory must be an ArrayBuffer (a device\'s memory)');
+  }
+  const offset = options.offset ?? 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset % 8 !== 0) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: offset must be a non-negative multiple of 8, got ${String(offset)}`);
+  }
+  const size = options.size ?? memory.byteLength - offset;
+  if (!Number.isSafeInteger(size) || size < 0 || offset + size > memory.byteLength) {
+    fail(
+      'ERR_IVSHMEM_INVALID_ARGUMENT',
+      `channel: offset ${offset} + size ${String(size)} does not fit in the ${memory.byteLength}-byte region`,
+    );
+  }
+  return { offset, size };
+}
+
+/**
+ * Writes an empty ring's header at `options.offset`: the geometry, head = tail = `position`,
+ * no flags, and the magic last so that a peer that sees the magic sees the rest. Returns the
+ * data-area capacity. Only one end formats, before the other attaches.
+ */
+export function formatRing(memory: ArrayBuffer, options: FormatOptions = {}): number {
+  const { offset, size } = placement(memory, options);
+  const capacity = options.capacity ?? ringCapacityFor(size);
+  if (
+    !Number.isInteger(capacity) ||
+    capacity < RING_MIN_CAPACITY ||
+    capacity > RING_MAX_CAPACITY ||
+    (capacity & (capacity - 1)) !== 0 ||
+    RING_HEADER_SIZE + capacity > size
+  ) {
+    fail(
+      'ERR_IVSHMEM_SIZE',
+      `formatRing(): ${size} bytes hold no ring with capacity ${String(capacity)}; the capacity is a power of two ${RING_MIN_CAPACITY}..${RING_MAX_CAPACITY} and the ring needs ${RING_HEADER_SIZE} more bytes`,
+    );
+  }
+  const position = options.position ?? 0;
+  if (!Number.isSafeInteger(position) || position < 0 || position % 8 !== 0) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `formatRing(): position must be a multiple of 8 below 2^53, got ${String(position)}`);
+  }
+  const u32 = new Uint32Array(memory, offset, RING_HEADER_SIZE / 4);
+  Atomics.store(u32, W_MAGIC, 0);
+  u32.fill(0, 1);
+  u32[W_VERSION] = RING_VERSION_MAJOR | (RING_VERSION_MINOR << 16);
+  u32[W_HEADER_SIZE] = RING_HEADER_SIZE;
+  u32[W_CAPACITY] = capacity;
+  const lo = position % 2 ** 32;
+  const hi = Math.floor(position / 2 ** 32);
+  u32[W_TAIL_HI] = hi;
+  u32[W_TAIL_LO] = lo;
+  u32[W_HEAD_HI] = hi;
+  u32[W_HEAD_LO] = lo;
+  Atomics.store(u32, W_MAGIC, RING_MAGIC);
+  return capacity;
+}
+
+/** Reads and validates a ring header; every field is read once. @internal */
+export function attachRing(memory: ArrayBuffer, options: ChannelOptions<unknown>): Geometry {
+  const { offset, size } = placement(memory, options);
+  if (options.format) formatRing(memory, { ...(typeof options.format === 'object' ? options.format : {}), offset, size });
+  if (size < RING_HEADER_SIZE) fail('ERR_IVSHMEM_SIZE', `channel: ${size} bytes cannot hold the ${RING_HEADER_SIZE}-byte ring header`);
+  const header = new Uint32Array(memory, offset, RING_HEADER_SIZE / 4);
+  const error = checkHeader(header, Atomics.load(header, W_CAPACITY), size);
+  if (error) throw error;
+  const capacity = header[W_CAPACITY]!;
+  // Re-check against the same value: the capacity cannot change between the check and its use.
+  if (checkHeader(header, capacity, size)) throw corrupt('capacity', 'the header changed while it was being read');
+  return {
+    u32: new Uint32Array(memory, offset, (RING_HEADER_SIZE + capacity) / 4),
+    data: Buffer.from(memory, offset + RING_HEADER_SIZE, capacity),
+    capacity,
+  };
+}
+
+/**
+ * Validates the formatter's line against an expected capacity. Returns the error rather than
+ * throwing, for the slow paths that re-check a live ring.
+ * @internal
+ */
+export function checkHeader(u32: Uint32Array, capacity: number, size: number): ChannelError | null {
+  const magic = Atomics.load(u32, W_MAGIC);
+  if (magic !== RING_MAGIC) {
+    return corrupt('magic', magic === 0 ? 'the ring is not formatted (magic is 0)' : `bad magic 0x${magic.toString(16)}`);
+  }
+  const version = u32[W_VERSION]!;
+  if ((version & 0xffff) !== RING_VERSION_MAJOR) {
+    return corrupt('version', `ring format version ${version & 0xffff}.${version >>> 16} is not supported (this is ${RING_VERSION_MAJOR}.${RING_VERSION_MINOR})`);
+  }
+  const headerSize = u32[W_HEADER_SIZE]!;
+  if (headerSize !== RING_HEADER_SIZE) return corrupt('headerSize', `header size ${headerSize}, expected ${RING_HEADER_SIZE}`);
+  const cap = u32[W_CAPACITY]!;
+  if (
+    cap !== capacity ||
+    cap < RING_MIN_CAPACITY ||
+    cap > RING_MAX_CAPACITY ||
+    (cap & (cap - 1)) !== 0 ||
+    RING_HEADER_SIZE + cap > size
+  ) {
+    return corrupt('capacity', `capacity ${cap} is not a power of two ${RING_MIN_CAPACITY}..${RING_MAX_CAPACITY} fitting the ${size}-byte ring${cap !== capacity ? ` (it was ${capacity})` : ''}`);
+  }
+  const flags = u32[W_FLAGS]!;
+  if (flags !== 0) return corrupt('flags', `unknown flags 0x${flags.toString(16)}`);
+  return null;
+}
+
+// Fast paths hand back this one settled promise instead of allocating one per call.
+const RESOLVED: Promise<void> = Promise.resolve();
+
+/** What both ends share: geometry, failure state, and the spin-then-sleep loop. @internal */
+export abstract class RingEnd<T> {
+  /** @internal */ protected readonly u32: Uint32Array;
+  /** @internal */ protected readonly data: Buffer;
+  /** @internal */ protected readonly mask: number;
+  /** @internal */ protected readonly codec: Codec<T>;
+  /** @internal */ protected readonly strategy: WaitStrategy;
+  /** @internal */ protected readonly size: number;
+  /** @internal */ protected error: ChannelError | null = null;
+  /** @internal */ protected ended = false;
+  readonly #spin: number;
+  #spinBudget: number;
+  #sleepers = 0;
+  #waitSeq = 0;
+  readonly #waitWord: number;
+  readonly #stop = new AbortController();
+
+  /** Data-area bytes. */
+  readonly capacity: number;
+  /** Largest payload this channel carries. */
+  readonly maxMessageSize: number;
+
+  /** @internal */
+  protected constructor(memory: ArrayBuffer, options: ChannelOptions<T>, waitWord: number) {
+    const geometry = attachRing(memory, options as ChannelOptions<unknown>);
+    this.u32 = geometry.u32;
+    this.data = geometry.data;
+    this.capacity = geometry.capacity;
+    this.mask = geometry.capacity - 1;
+    this.maxMessageSize = geometry.capacity - 8;
+    this.size = placement(memory, options).size;
+    this.codec = options.codec ?? (bytesCodec as unknown as Codec<T>);
+    if (typeof this.codec.decode !== 'function' || (typeof this.codec.encode !== 'function' && (typeof this.codec.encodeInto !== 'function' || typeof this.codec.maxSize !== 'function'))) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'channel: a codec needs decode() and either encode() or maxSize() with encodeInto()');
+    }
+    this.strategy = options.wait ?? pollingWaitStrategy();
+    const spin = options.spin ?? 20;
+    if (!(spin >= 0)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: spin must be a number of microseconds >= 0, got ${String(spin)}`);
+    this.#spin = spin / 1000;
+    this.#spinBudget = this.#spin;
+    this.#waitWord = waitWord;
+    // Our own wait word may hold a value from a previous user of the ring: continue from it, even.
+    this.#waitSeq = ((this.u32[waitWord]! + 1) & ~1) >>> 0;
+  }
+
+  /** The error that failed the channel, or null. */
+  get failure(): ChannelError | null {
+    return this.error;
+  }
+
+  /**
+   * Fails this end locally with `error` (the bus does, when the other peer is gone), without
+   * touching shared memory: pending and later calls reject with it. The first failure wins.
+   */
+  abandon(error: ChannelError): void {
+    if (this.error) return;
+    this.error = error;
+    this.stop(error);
+  }
+
+  /** @internal Moves the channel to the failed state (first error wins) and throws it. */
+  protected fail(error: ChannelError): never {
+    if (!this.error) {
+      this.error = error;
+      this.#stop.abort(error);
+    }
+    throw this.error;
+  }
+
+  /** @internal Ends the channel locally: pending waits reject with `reason`. */
+  protected stop(reason: ChannelError): void {
+    this.ended = true;
+    this.#stop.abort(reason);
+  }
+
+  /** @internal Throws if the ring header no longer validates (a slow-path check). */
+  protected checkLive(): void {
+    if (this.u32.length === 0) this.fail(new ChannelError('ERR_IVSHMEM_CLOSED', 'channel: the shared memory was unmapped (device closed)'));
+    const error = checkHeader(this.u32, this.capacity, this.size);
+    if (error) this.fail(error);
+  }
+
+  /**
+   * @internal Waits until `ready()` is true: spins for the adaptive budget, then announces
+   * sleep in the own wait word (seq-cst store), looks once more (seq-cst loads in `ready`), and
+   * only then sleeps. The peer publishes, then loads the wait word: with both sides seq-cst,
+   * one of them sees the other's store, so a wake-up cannot be lost.
+   */
+  protected until(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+    if (ready()) return RESOLVED;
+    return this.#sleep(ready, signal);
+  }
+
+  async #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+    if (this.#spin > 0 && this.#spinBudget > 0) {
+      const start = performance.now();
+      const budget = this.#spinBudget;
+      for (let i = 1; ; i++) {
+        if (ready()) {
+          this.#spinBudget = Math.min(this.#spin, this.#spinBudget * 2);
+          return;
+        }
+        if ((i & 31) === 0 && performance.now() - start > budget) break;
+      }
+      this.#spinBudget = Math.max(this.#spin / 16, this.#spinBudget / 2);
+    }
+    const stop = this.#stop.signal;
+    const both = signal ? AbortSignal.any([signal, stop]) : stop;
+    for (let attempt = 0; ; attempt++) {
+      both.throwIfAborted();
+      this.checkLive();
+      const announce = this.strategy.wakes;
+      if (announce && this.#sleepers++ === 0) Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+      try {
+        if (ready()) return;
+        await this.strategy.wait(both, attempt);
+      } finally {
+        if (announce && --this.#sleepers === 0 && this.u32.length !== 0) {
+          Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+        }
+      }
+      if (ready()) return;
+    }
+  }
+}

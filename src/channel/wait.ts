@@ -1,0 +1,93 @@
+import type { Device } from '../device/types.js';
+
+/**
+ * How one end of a channel sleeps and wakes the other end. The channel calls `wait` only after
+ * it has announced that it sleeps in shared memory and looked at the ring once more, and calls
+ * `notify` only when the peer announced that it sleeps; spurious wake-ups are harmless (the
+ * channel looks again), lost ones are what the protocol rules out.
+ */
+export interface WaitStrategy {
+  /** Wakes the peer end (a doorbell). May do nothing for strategies that poll. */
+  notify(): void;
+  /**
+   * Resolves at the next wake-up (or after a polling delay). `attempt` counts the waits since
+   * the channel last made progress, for back-off. Rejects with the signal's reason on abort.
+   */
+  wait(signal: AbortSignal | undefined, attempt: number): Promise<unknown>;
+  /**
+   * True when `notify` really wakes the peer. Ends that poll keep no "sleeping" flag and never
+   * ask the peer to ring.
+   */
+  readonly wakes: boolean;
+}
+
+/** Options of {@link pollingWaitStrategy}. */
+export interface PollingOptions {
+  /** Longest delay between two looks at the ring, in milliseconds (default 4). */
+  maxDelay?: number;
+}
+
+/**
+ * Polling: no doorbell, the waiting end looks again after `setImmediate`, then after timer
+ * delays doubling up to `maxDelay`. For devices without interrupts (plain files, `sysfs`
+ * guests); latency is the delay, so pair it with the channel's `spin`.
+ */
+export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy {
+  const maxDelay = options.maxDelay ?? 4;
+  return {
+    wakes: false,
+    notify() {},
+    wait(signal, attempt) {
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      return new Promise((resolve, reject) => {
+        const aborted = (): void => {
+          if (timer) clearTimeout(timer);
+          else clearImmediate(immediate!);
+          reject(signal!.reason);
+        };
+        const done = (): void => {
+          signal?.removeEventListener('abort', aborted);
+          resolve(undefined);
+        };
+        // The first few looks cost one event-loop turn each: a busy peer answers within them.
+        let timer: NodeJS.Timeout | undefined;
+        let immediate: NodeJS.Immediate | undefined;
+        if (attempt < 8) immediate = setImmediate(done);
+        else timer = setTimeout(done, Math.min(maxDelay, 2 ** (attempt - 8) / 8));
+        signal?.addEventListener('abort', aborted, { once: true });
+      });
+    },
+  };
+}
+
+/** The part of a {@link Device} the doorbell strategy needs. */
+export type DoorbellDevice = Pick<Device, 'ring' | 'waitInterrupt'>;
+
+/** Options of {@link deviceWaitStrategy}. */
+export interface DeviceWaitOptions {
+  /** The peer whose doorbell `notify` rings (the other end of the channel). */
+  peer: number;
+  /** The vector rung on the peer and waited on here (default 0). */
+  vector?: number;
+}
+
+/**
+ * Doorbells: `notify` rings `peer` on `vector`, `wait` waits for this device's interrupt on
+ * `vector`. Both ends of a channel use the same vector number, each on its own device.
+ * Several channels may share a vector: a wake-up meant for another one is just spurious.
+ *
+ * @example
+ * ```ts
+ * const wait = deviceWaitStrategy(device, { peer: 1, vector: 0 });
+ * const writer = new ChannelWriter(device.memory, { offset: 0, size: 65920, wait, format: true });
+ * ```
+ */
+export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOptions): WaitStrategy {
+  const { peer } = options;
+  const vector = options.vector ?? 0;
+  return {
+    wakes: true,
+    notify: () => device.ring(peer, vector),
+    wait: (signal) => device.waitInterrupt(vector, signal ? { signal } : {}),
+  };
+}

@@ -69,7 +69,15 @@ export interface DeviceWaitOptions {
   peer: number;
   /** The vector rung on the peer and waited on here (default 0). */
   vector?: number;
+  /**
+   * Milliseconds after which a sleeping end looks at the ring anyway (default 1000; 0 never).
+   * ivshmem drops doorbells silently (before setup completes, after migration, to a guest
+   * without MSI-X), and a hostile peer may never ring: this bounds both to a delay.
+   */
+  recheck?: number;
 }
+
+const RECHECK = Symbol('recheck');
 
 /**
  * Doorbells: `notify` rings `peer` on `vector`, `wait` waits for this device's interrupt on
@@ -85,9 +93,28 @@ export interface DeviceWaitOptions {
 export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOptions): WaitStrategy {
   const { peer } = options;
   const vector = options.vector ?? 0;
+  const recheck = options.recheck ?? 1000;
   return {
     wakes: true,
     notify: () => device.ring(peer, vector),
-    wait: (signal) => device.waitInterrupt(vector, signal ? { signal } : {}),
+    wait(signal) {
+      if (recheck <= 0) return device.waitInterrupt(vector, signal ? { signal } : {});
+      const controller = new AbortController();
+      const forward = (): void => controller.abort(signal!.reason);
+      signal?.addEventListener('abort', forward, { once: true });
+      const timer = setTimeout(() => controller.abort(RECHECK), recheck);
+      const settle = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', forward);
+      };
+      return device.waitInterrupt(vector, { signal: controller.signal }).then(
+        (count) => (settle(), count),
+        (error: unknown) => {
+          settle();
+          if (error === RECHECK) return 0;
+          throw error;
+        },
+      );
+    },
   };
 }

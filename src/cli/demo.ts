@@ -3,14 +3,17 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatRegion, inspectRegion } from '../bus/inspect.js';
+import { openFile } from '../device/file.js';
 import { IvshmemServer } from '../server/server.js';
 import { parseArgs } from './args.js';
 
 export const demoHelp = `ivshmem demo [--rounds N]: two peer processes over our server, no VM needed
 
-Starts an ivshmem-server on a temporary socket and shared-memory file, forks two peers that
-connect to it, ring each other's doorbells and pass messages through the shared memory, and
-prints what happened with the round-trip times.`;
+Starts an ivshmem-server on a temporary socket and shared-memory file, forks two peer processes
+that connect to it and join the bus as 'ping' and 'pong', opens a channel each way (rings in the
+shared memory, doorbells to wake the reader), and prints what happened: round-trip times, a
+one-way burst, and the region as \`ivshmem dump\` shows it.`;
 
 interface Done {
   event: 'done';
@@ -19,6 +22,8 @@ interface Done {
   p50: number;
   p99: number;
   mean: number;
+  burst: number;
+  perSecond: number;
 }
 
 function next<T>(proc: ChildProcess, event: string): Promise<T> {
@@ -43,8 +48,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const rounds = flags.rounds === undefined ? 10_000 : Number(flags.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`ivshmem demo: --rounds must be a positive integer, got ${String(flags.rounds)}`);
   const dir = mkdtempSync(join(tmpdir(), 'ivshmem-demo-'));
-  const server = await IvshmemServer.listen({ socket: join(dir, 'socket'), size: 1 << 20, vectors: 1 });
+  const server = await IvshmemServer.listen({ socket: join(dir, 'socket'), size: 4 << 20, vectors: 2 });
   server.on('log', (line) => console.log(`server: ${line}`));
   const peer = join(import.meta.dirname, 'demo-peer.js');
   const children: ChildProcess[] = [];
@@ -55,15 +61,22 @@ export async function demoCommand(argv: string[]): Promise<number> {
       return child;
     };
     const pong = start('pong');
-    const a = await next<{ id: number }>(pong, 'connected');
-    console.log(`pong: connected as peer ${a.id} (pid ${pong.pid})`);
+    const a = await next<{ id: number; slot: number }>(pong, 'connected');
+    console.log(`pong: connected as ivshmem peer ${a.id}, joined the bus in slot ${a.slot} (pid ${pong.pid})`);
     const ping = start('ping');
-    const b = await next<{ id: number; size: number }>(ping, 'connected');
-    console.log(`ping: connected as peer ${b.id} (pid ${ping.pid}), ${b.size} bytes of shared memory`);
+    const b = await next<{ id: number; slot: number; size: number }>(ping, 'connected');
+    console.log(`ping: connected as ivshmem peer ${b.id}, joined the bus in slot ${b.slot} (pid ${ping.pid}), ${b.size} bytes of shared memory`);
+    const found = await next<{ name: string; slot: number }>(ping, 'peer');
+    console.log(`ping: found '${found.name}' in slot ${found.slot}; opening channel 'to-pong', accepting 'to-ping'`);
     const done = await next<Done>(ping, 'done');
     for (const line of done.samples) console.log(`ping: ${line}`);
-    console.log(`ping: ${done.rounds} round trips through shared memory and doorbells`);
+    console.log(`ping: ${done.rounds} round trips over two channels, woken by doorbells`);
     console.log(`      round trip p50 ${done.p50.toFixed(1)} µs, p99 ${done.p99.toFixed(1)} µs, mean ${done.mean.toFixed(1)} µs (${Math.round(1e6 / done.mean)} round trips/s)`);
+    console.log(`ping: ${done.burst} messages of 64 bytes one way and back: ${Math.round(done.perSecond).toLocaleString('en-US')} messages/s`);
+    const memory = openFile(server.shmPath, { readOnly: true });
+    console.log(`\nthe region now (ivshmem dump ${server.shmPath}):\n${formatRegion(await inspectRegion(memory.memory))}\n`);
+    memory.close();
+    ping.send('stop');
     pong.send('stop');
     await Promise.all(children.map((c) => (c.exitCode === null ? once(c, 'exit') : null)));
     return 0;

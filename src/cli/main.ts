@@ -2,11 +2,13 @@
 // The `ivshmem` command.
 import { IvshmemError } from '../errors.js';
 import { demoCommand, demoHelp } from './demo.js';
+import { dumpCommand, dumpHelp } from './dump.js';
 import { serverCommand, serverHelp } from './server.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
   server: { run: serverCommand, summary: 'run a QEMU-compatible ivshmem-server', help: serverHelp },
   demo: { run: demoCommand, summary: 'two peers over our server on a shared-memory file (no VM)', help: demoHelp },
+  dump: { run: dumpCommand, summary: 'print a bus region: superblock, peers, channels', help: dumpHelp },
 };
 
 function usage(): string {

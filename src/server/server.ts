@@ -218,7 +218,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
         if (extraFd >= 0) native.close(extraFd);
         this.#drop(client, 'it sent data (clients must only listen)');
       },
-      end: (err) => this.#drop(client, err ? err.message : 'it hung up'),
+      end: (err) => this.#drop(client, !err || err.code === 'EPIPE' || err.code === 'ECONNRESET' ? 'it hung up' : err.message),
     });
 
     const s = client.socket;

@@ -73,14 +73,63 @@ describe('ivshmem server', () => {
 });
 
 describe('ivshmem demo', () => {
-  it('runs two peers over our server and reports round trips', async () => {
+  it('runs two peers on the bus over our server and reports round trips and the region', async () => {
     const { stdout } = await run(process.execPath, [cli, 'demo', '--rounds', '500']);
-    expect(stdout).toMatch(/pong: connected as peer 0/);
-    expect(stdout).toMatch(/ping: connected as peer 1/);
+    expect(stdout).toMatch(/pong: connected as ivshmem peer 0, joined the bus in slot 0/);
+    expect(stdout).toMatch(/ping: connected as ivshmem peer 1, joined the bus in slot 1/);
+    expect(stdout).toMatch(/ping: found 'pong' in slot 0/);
     expect(stdout).toMatch(/ping: ping 1 -> pong 1/);
-    expect(stdout).toMatch(/500 round trips through shared memory and doorbells/);
+    expect(stdout).toMatch(/500 round trips over two channels, woken by doorbells/);
     expect(stdout).toMatch(/round trip p50 [\d.]+ µs, p99 [\d.]+ µs/);
+    expect(stdout).toMatch(/100000 messages of 64 bytes one way and back/);
+    expect(stdout).toMatch(/slot 0: 'pong' up, .* ivshmem ID 0, 2 vector\(s\)/);
+    expect(stdout).toMatch(/channel 'to-pong' -> slot 0 \(open, vector 1/);
     expect(stdout).toMatch(/server: closed/);
+  });
+});
+
+describe('ivshmem dump', () => {
+  it('prints a live region without changing it, as text and JSON', async () => {
+    const { attach, openFile, utf8Codec } = await import('../../src/index.js');
+    const path = shmPath('dump');
+    paths.push(path);
+    const a = openFile(path, { size: 1 << 20, create: true });
+    const b = openFile(path);
+    const alice = await attach(a, { name: 'alice' });
+    const bob = await attach(b, { name: 'bob' });
+    const w = alice.open(await alice.waitForPeer('bob'), 'news', { codec: utf8Codec });
+    await w.send('x'.repeat(100));
+    const before = Buffer.from(a.memory.slice(0));
+    const { stdout } = await run(process.execPath, [cli, 'dump', path]);
+    expect(stdout).toMatch(/region: 1048576 bytes, shared, 16 peer slots/);
+    expect(stdout).toMatch(/slot 0: 'alice' up/);
+    expect(stdout).toMatch(/slot 1: 'bob' up/);
+    expect(stdout).toMatch(/channel 'news' -> slot 1 \(open, vector 0, ring at \d+\+\d+\): head 0 tail 112 fill 112\//);
+    const json = JSON.parse((await run(process.execPath, [cli, 'dump', '--json', path])).stdout);
+    expect(json.peers.map((p: { name: string }) => p.name)).toEqual(['alice', 'bob']);
+    expect(json.peers[0].channels[0].ring.fill).toBe(112);
+    // Heartbeats may have ticked in between; nothing else may differ.
+    const after = Buffer.from(a.memory.slice(0));
+    for (const at of [alice.geometry.tableOffset + 16, alice.geometry.tableOffset + 256 + 16]) {
+      before.writeUInt32LE(0, at);
+      after.writeUInt32LE(0, at);
+    }
+    expect(after.equals(before)).toBe(true);
+    alice.close();
+    bob.close();
+    a.close();
+    b.close();
+  });
+
+  it('says what an empty or foreign region is', async () => {
+    const path = shmPath('dump-empty');
+    paths.push(path);
+    const { openFile } = await import('../../src/index.js');
+    const dev = openFile(path, { size: 65536, create: true });
+    expect((await run(process.execPath, [cli, 'dump', path]).catch((e: { stdout: string }) => e)).stdout).toMatch(/region: empty/);
+    new Uint8Array(dev.memory).set(Buffer.from('hello'));
+    expect((await run(process.execPath, [cli, 'dump', path]).catch((e: { stdout: string }) => e)).stdout).toMatch(/not an ivshmem bus region/);
+    dev.close();
   });
 });
 

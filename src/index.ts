@@ -8,3 +8,27 @@ export type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from 
 export { openFile, FileDevice, type OpenFileOptions } from './device/file.js';
 export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './device/server-peer.js';
 export { IvshmemServer, roundShmSize, type ServerOptions, type ServerPeer, type ServerEvents } from './server/server.js';
+export {
+  createChannel,
+  ChannelReader,
+  ChannelWriter,
+  ChannelError,
+  bytesCodec,
+  jsonCodec,
+  utf8Codec,
+  formatRing,
+  ringSize,
+  ringCapacityFor,
+  deviceWaitStrategy,
+  pollingWaitStrategy,
+  type Channel,
+  type ChannelOptions,
+  type Codec,
+  type DrainCallback,
+  type FormatOptions,
+  type RingPlacement,
+  type SendOptions,
+  type WaitStrategy,
+} from './channel/index.js';
+export { attach, Bus, type AttachOptions, type BusEvents, type BusPeer, type IncomingChannel, type PeerDownReason } from './bus/bus.js';
+export type { Geometry, RegionFormat } from './bus/region.js';

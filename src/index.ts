@@ -29,6 +29,10 @@ export {
   type RingPlacement,
   type SendOptions,
   type WaitStrategy,
+  type RingField,
+  type DoorbellDevice,
+  type DeviceWaitOptions,
+  type PollingOptions,
 } from './channel/index.js';
 export { attach, Bus, type AttachOptions, type BusEvents, type BusPeer, type IncomingChannel, type PeerDownReason } from './bus/bus.js';
 export type { Geometry, RegionFormat } from './bus/region.js';

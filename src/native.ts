@@ -96,7 +96,7 @@ function candidates(): string[] {
   return paths;
 }
 
-function load(): Native {
+function load(): { addon: Native; path: string } {
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
   for (const path of candidates()) {
@@ -107,7 +107,7 @@ function load(): Native {
     try {
       const addon = require(path) as Native;
       addon.setErrorClass(IvshmemError);
-      return addon;
+      return { addon, path };
     } catch (error) {
       tried.push(`  ${path}: ${(error as Error).message.split('\n')[0]}`);
     }
@@ -118,5 +118,10 @@ function load(): Native {
   );
 }
 
+const loaded = load();
+
 /** The addon, loaded once per environment (main thread or worker). */
-export const native: Native = load();
+export const native: Native = loaded.addon;
+
+/** The file the addon was loaded from. */
+export const nativePath: string = loaded.path;

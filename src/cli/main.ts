@@ -3,12 +3,16 @@
 import { IvshmemError } from '../errors.js';
 import { demoCommand, demoHelp } from './demo.js';
 import { dumpCommand, dumpHelp } from './dump.js';
+import { infoCommand, infoHelp } from './info.js';
+import { labCommand, labHelp } from '../testing/cli.js';
 import { serverCommand, serverHelp } from './server.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {
+  info: { run: infoCommand, summary: 'list the ivshmem PCI devices of this machine (in a guest)', help: infoHelp },
   server: { run: serverCommand, summary: 'run a QEMU-compatible ivshmem-server', help: serverHelp },
   demo: { run: demoCommand, summary: 'two peers over our server on a shared-memory file (no VM)', help: demoHelp },
   dump: { run: dumpCommand, summary: 'print a bus region: superblock, peers, channels', help: dumpHelp },
+  lab: { run: labCommand, summary: 'boot QEMU guests with ivshmem devices and run scripts in them', help: labHelp },
 };
 
 function usage(): string {

@@ -6,6 +6,7 @@ import type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from 
 interface Vector {
   fd: number;
   watcher: NativeWatcher | null;
+  watching: boolean;
   waiters: Set<(count: number) => void>;
 }
 
@@ -41,7 +42,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     this.#memory = init.memory;
     this.size = init.memory.byteLength;
     this.vectors = init.vectors ?? init.interruptFds.length;
-    this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, waiters: new Set() }));
+    this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, watching: false, waiters: new Set() }));
     // newListener fires before the listener is added: look again once it is.
     const plain = this as EventEmitter;
     plain.on('newListener', (event: string) => event === 'interrupt' && queueMicrotask(() => this.#update()));
@@ -190,19 +191,19 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     return source;
   }
 
-  // Watches exactly the vectors somebody waits on or listens to.
+  // Watches exactly the vectors somebody waits on or listens to. A doorbell that comes while
+  // nobody does stays in its eventfd, for the next wait. Watchers are made once and then only
+  // started and stopped: a channel waits once per wake-up.
   #update(): void {
     if (this.#closed) return;
     const everyVector = this.listenerCount('interrupt') > 0;
     this.#sources.forEach((source, vector) => {
       const wanted = everyVector || source.waiters.size > 0;
-      if (wanted && !source.watcher) {
-        source.watcher = new native.Watcher(source.fd, (error) => this.#onReadable(vector, error));
-        source.watcher.start(native.READABLE);
-      } else if (!wanted && source.watcher) {
-        source.watcher.close();
-        source.watcher = null;
-      }
+      if (wanted === source.watching) return;
+      source.watcher ??= new native.Watcher(source.fd, (error) => this.#onReadable(vector, error));
+      if (wanted) source.watcher.start(native.READABLE);
+      else source.watcher.stop();
+      source.watching = wanted;
     });
   }
 

@@ -74,8 +74,10 @@ export const bytesCodec: Codec<Uint8Array> = {
     return value.byteLength;
   },
   decode(bytes, offset, length) {
-    const start = bytes.byteOffset + offset;
-    return new Uint8Array(bytes.buffer.slice(start, start + length));
+    // ArrayBuffer.prototype.slice on a mapped buffer is ~10x slower than allocate-and-set.
+    const copy = new Uint8Array(length);
+    copy.set(new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
+    return copy;
   },
 };
 

@@ -87,10 +87,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   tryReceive(): T | undefined {
     this.#usable();
     const at = this.#next();
-    if (at < 0) {
-      this.#flush(); // padding skipped on the way is space the writer may be waiting for
-      return undefined;
-    }
+    if (at < 0) return undefined;
     return this.#take(at);
   }
 
@@ -200,7 +197,11 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       let available = (this.#tailLo - this.#headLo) >>> 0;
       if (available === 0) {
         available = (this.#refreshTail() - this.#headLo) >>> 0;
-        if (available === 0) return -1;
+        if (available === 0) {
+          // Padding skipped on the way is space the writer may be waiting for: release it now.
+          this.#flush();
+          return -1;
+        }
       }
       const at = this.#headLo & this.mask;
       const w = DATA + (at >>> 2);

@@ -288,6 +288,7 @@ export abstract class RingEnd<T> {
     }
     const stop = this.#stop.signal;
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
+    const since = performance.now();
     for (let attempt = 0; ; attempt++) {
       both.throwIfAborted();
       this.checkLive();
@@ -295,7 +296,7 @@ export abstract class RingEnd<T> {
       if (announce && this.#sleepers++ === 0) Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
       try {
         if (ready()) return;
-        await this.strategy.wait(both, attempt);
+        await this.strategy.wait(both, attempt, since);
       } finally {
         if (announce && --this.#sleepers === 0 && this.u32.length !== 0) {
           Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));

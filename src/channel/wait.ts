@@ -10,10 +10,11 @@ export interface WaitStrategy {
   /** Wakes the peer end (a doorbell). May do nothing for strategies that poll. */
   notify(): void;
   /**
-   * Resolves at the next wake-up (or after a polling delay). `attempt` counts the waits since
-   * the channel last made progress, for back-off. Rejects with the signal's reason on abort.
+   * Resolves at the next wake-up (or after a polling delay). `attempt` counts the waits and
+   * `since` is the `performance.now()` at which this end began waiting, for back-off. Rejects
+   * with the signal's reason on abort.
    */
-  wait(signal: AbortSignal | undefined, attempt: number): Promise<unknown>;
+  wait(signal: AbortSignal | undefined, attempt: number, since: number): Promise<unknown>;
   /**
    * True when `notify` really wakes the peer. Ends that poll keep no "sleeping" flag and never
    * ask the peer to ring.
@@ -23,23 +24,36 @@ export interface WaitStrategy {
 
 /** Options of {@link pollingWaitStrategy}. */
 export interface PollingOptions {
-  /** Longest delay between two looks at the ring, in milliseconds (default 4). */
+  /**
+   * Milliseconds of looking once per event-loop turn (`setImmediate`) before using timers
+   * (default 5). Keep it above `maxDelay`: see {@link pollingWaitStrategy}.
+   */
+  busy?: number;
+  /** Longest delay between two looks at the ring once idle, in milliseconds (default 4). */
   maxDelay?: number;
 }
 
 /**
- * Polling: no doorbell, the waiting end looks again after `setImmediate`, then after timer
- * delays doubling up to `maxDelay`. For devices without interrupts (plain files, `sysfs`
- * guests); latency is the delay, so pair it with the channel's `spin`.
+ * Polling: no doorbell. For devices without interrupts (plain files, `sysfs` guests). The
+ * waiting end looks once per event-loop turn for `busy` milliseconds, then at timer delays
+ * growing with the idle time from 1 ms to `maxDelay`.
+ *
+ * Why the busy phase outlasts the longest timer: a writer that fills the ring and a reader that
+ * empties it wait for each other in turn. If either could fall asleep on a timer before the
+ * other's timer fires, both would settle into taking turns sleeping a millisecond each, moving
+ * one ring's worth per turn; a busy phase longer than any timer always catches the other end.
  */
 export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy {
   const maxDelay = options.maxDelay ?? 4;
+  const busy = options.busy ?? Math.max(5, maxDelay + 1);
   return {
     wakes: false,
     notify() {},
-    wait(signal, attempt) {
+    wait(signal, _attempt, since) {
       if (signal?.aborted) return Promise.reject(signal.reason);
       return new Promise((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        let immediate: NodeJS.Immediate | undefined;
         const aborted = (): void => {
           if (timer) clearTimeout(timer);
           else clearImmediate(immediate!);
@@ -49,11 +63,9 @@ export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy 
           signal?.removeEventListener('abort', aborted);
           resolve(undefined);
         };
-        // The first few looks cost one event-loop turn each: a busy peer answers within them.
-        let timer: NodeJS.Timeout | undefined;
-        let immediate: NodeJS.Immediate | undefined;
-        if (attempt < 8) immediate = setImmediate(done);
-        else timer = setTimeout(done, Math.min(maxDelay, 2 ** (attempt - 8) / 8));
+        const idle = performance.now() - since;
+        if (idle < busy) immediate = setImmediate(done);
+        else timer = setTimeout(done, Math.min(maxDelay, Math.max(1, (idle - busy) / 4)));
         signal?.addEventListener('abort', aborted, { once: true });
       });
     },

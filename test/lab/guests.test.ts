@@ -58,6 +58,8 @@ describe('two guests through VFIO', () => {
     before: Array<{ address: string; kind: string; size: number; driver: string | null; iommuGroup: number | null; vectors: number | null; revision: number }>;
     refusedBind: string;
     bound: string | null;
+    inUse: string;
+    unprivileged: { vfio: string; sysfs: string };
     after: string | null;
     totals: number[];
     events: number;
@@ -138,6 +140,12 @@ describe('two guests through VFIO', () => {
     expect(a.refusedBind).toBe('ERR_IVSHMEM_DEVICE_BUSY');
     expect(a.bound).toBe('vfio-pci');
     expect(a.after).toBeNull();
+  });
+
+  it('refuses clearly: a device in use elsewhere, and a user without rights', () => {
+    expect(a.inUse).toMatch(/^ERR_IVSHMEM_DEVICE_BUSY .*open in another process/);
+    expect(a.unprivileged.vfio).toMatch(/^EACCES .*driver_override.*needs root/);
+    expect(a.unprivileged.sysfs).toMatch(/^EACCES .*resource0/);
   });
 });
 

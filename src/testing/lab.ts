@@ -112,7 +112,8 @@ function readFileSafe(path: string): string {
 }
 const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 4096 && (n & (n - 1)) === 0;
 
-interface ResolvedGuest {
+/** A lab guest with its defaults filled in. */
+export interface LabGuest {
   name: string;
   devices: LabDeviceConfig[];
   iommu: boolean;
@@ -131,7 +132,7 @@ export class Lab {
   readonly accel: Accel;
   /** The lab's scratch folder on the host (sockets, job folders). */
   readonly dir: string;
-  readonly guests: readonly ResolvedGuest[];
+  readonly guests: readonly LabGuest[];
   #servers = new Map<string, IvshmemServer>();
   #shm = new Map<string, { path: string; size: number }>();
   #running = new Set<Guest>();
@@ -231,8 +232,8 @@ export class Lab {
     await this.close();
   }
 
-  /** @internal Starts servers and creates plain memory files. */
-  setUp(): void {
+  /** @internal Creates the plain memory files and starts the servers. */
+  async start(): Promise<void> {
     const wanted = new Map<string, LabServerConfig>(Object.entries(this.#options.servers ?? {}));
     for (const guest of this.guests) {
       for (const device of guest.devices) {
@@ -253,6 +254,7 @@ export class Lab {
         }
       }
     }
+    const servers = new Map<string, { size: number; vectors: number }>();
     for (const [name, config] of wanted) {
       const size = config.size ?? DEFAULT_SIZE;
       if (!isPowerOfTwo(size)) throw new LabError(`server ${name}: size must be a power of two of at least 4096, got ${size}`);
@@ -265,22 +267,11 @@ export class Lab {
           }
         }
       }
-      this.#serverConfigs.set(name, { size, vectors });
+      servers.set(name, { size, vectors });
     }
-  }
-
-  #serverConfigs = new Map<string, { size: number; vectors: number }>();
-
-  /** @internal */
-  async listen(): Promise<void> {
-    for (const [name, config] of this.#serverConfigs) {
-      const server = await IvshmemServer.listen({
-        socket: join(this.dir, `${name}.sock`),
-        size: config.size,
-        vectors: config.vectors,
-        shm: shmName(`server-${name}`),
-      });
-      this.#servers.set(name, server);
+    for (const [name, { size, vectors }] of servers) {
+      const socket = join(this.dir, `${name}.sock`);
+      this.#servers.set(name, await IvshmemServer.listen({ socket, size, vectors, shm: shmName(`server-${name}`) }));
     }
   }
 
@@ -295,7 +286,7 @@ export class Lab {
     return path;
   }
 
-  #spec(config: ResolvedGuest, run: number): BootSpec {
+  #spec(config: LabGuest, run: number): BootSpec {
     const jobDir = join(this.dir, `${config.name}-${run}`);
     mkdirSync(jobDir);
     writeFileSync(join(jobDir, 'console.log'), '');
@@ -395,8 +386,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   }
   const lab = new Lab(options, image, dir);
   try {
-    lab.setUp();
-    await lab.listen();
+    await lab.start();
   } catch (error) {
     await lab.close();
     throw error;

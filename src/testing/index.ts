@@ -1,6 +1,40 @@
 /**
  * The QEMU lab: real guests with ivshmem devices, for tests. Prepare once with
  * {@link prepareLab} (or `ivshmem lab prepare`), then {@link startLab} and {@link Lab.run}.
+ * Each guest boots Debian's kernel with the host's `/` as its root (read-only, with a tmpfs on
+ * top), so the host's node and your built project run unchanged inside it, as root.
+ *
+ * Needs `qemu-system-x86` and `busybox-static` (Debian packages), and apt for the first
+ * preparation. Under TCG a guest boots and runs a small script in about 10-15 s.
+ *
+ * @example A test (vitest) with two guests ringing each other
+ * ```ts
+ * import { startLab, describeFailure, type Lab } from 'ivshmem/testing';
+ *
+ * let lab: Lab;
+ * beforeAll(async () => {
+ *   lab = await startLab({
+ *     servers: { default: { size: 1 << 20, vectors: 2 } },
+ *     guests: [
+ *       { name: 'a', devices: [{ kind: 'doorbell' }] },
+ *       { name: 'b', devices: [{ kind: 'doorbell' }] },
+ *     ],
+ *   });
+ * }, 600_000);
+ * afterAll(() => lab?.close());
+ *
+ * it('rings', async () => {
+ *   const { a, b } = await lab.run({
+ *     a: { script: 'test/guest.mjs', args: ['ping'] },
+ *     b: { script: 'test/guest.mjs', args: ['pong'] },
+ *   });
+ *   expect(a.exitCode, describeFailure(a)).toBe(0);
+ *   expect(b.exitCode, describeFailure(b)).toBe(0);
+ * }, 300_000);
+ * ```
+ *
+ * In the guest script, {@link guestDevices} gives the device addresses and server IDs, and
+ * `openDevice(address, { backend: 'vfio', bind: true })` from `ivshmem` opens a device.
  *
  * @packageDocumentation
  */

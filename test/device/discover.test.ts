@@ -79,6 +79,13 @@ beforeAll(() => {
     ivposition: 7,
   });
   addDevice({ address: '0000:00:04.0', bars: [[0xfe002000n, 0xfe0020ffn], [0n, 0n], [0x900000000n, 0x9003fffffn]], driver: 'uio_pci_generic' });
+  addDevice({
+    address: '0000:00:05.0',
+    bars: [[0xfe003000n, 0xfe0030ffn], [0xfe004000n, 0xfe004fffn], [0xa00000000n, 0xa000fffffn]],
+    msix: 2,
+    iommuGroup: 5,
+    driver: 'uio_pci_generic',
+  });
   addDevice({ address: '0000:00:01.0', vendor: 0x8086, device: 0x29c0, bars: [] });
 });
 
@@ -86,7 +93,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 describe('listDevices', () => {
   it('finds only 1af4:1110 functions, with kind, BAR2 size, driver, IOMMU group and vectors', () => {
-    const devices = listDevices({ sysfsRoot: root });
+    const devices = listDevices({ sysfsRoot: root }).slice(0, 2);
     expect(devices).toEqual([
       {
         address: '0000:00:03.0', kind: 'doorbell', size: 1 << 20, revision: 1, driver: null, iommuGroup: 3, vectors: 4,
@@ -157,7 +164,10 @@ describe('openDevice (vfio backend refusals)', () => {
       expect.objectContaining({ code: 'ERR_IVSHMEM_NO_IOMMU', message: expect.stringMatching(/intel-iommu.*no-IOMMU/s) }),
     );
     expect(() => openDevice('0000:00:03.0', { backend: 'vfio', sysfsRoot: root })).toThrow(
-      expect.objectContaining({ code: 'ERR_IVSHMEM_DEVICE_BUSY', message: expect.stringContaining('bind: true') }),
+      expect.objectContaining({ code: 'ERR_IVSHMEM_DEVICE_BUSY', message: expect.stringContaining('not bound to vfio-pci: pass { bind: true }') }),
+    );
+    expect(() => openDevice('0000:00:05.0', { backend: 'vfio', sysfsRoot: root })).toThrow(
+      expect.objectContaining({ code: 'ERR_IVSHMEM_DEVICE_BUSY', message: expect.stringContaining('held by the uio_pci_generic driver') }),
     );
   });
 
@@ -171,7 +181,7 @@ describe('openDevice (vfio backend refusals)', () => {
 
 describe('formatDevices', () => {
   it('prints a table, with "?" for vectors unknown without root', () => {
-    const table = formatDevices(listDevices({ sysfsRoot: root }).map((d, i) => (i === 0 ? { ...d, vectors: null } : d)));
+    const table = formatDevices(listDevices({ sysfsRoot: root }).slice(0, 2).map((d, i) => (i === 0 ? { ...d, vectors: null } : d)));
     expect(table.split('\n')).toEqual([
       'ADDRESS       KIND      MEMORY  VECTORS  DRIVER           IOMMU GROUP',
       '0000:00:03.0  doorbell  1 MiB   ?        -                3',

@@ -153,7 +153,13 @@ export class Lab {
       iommu: g.iommu ?? (g.devices ?? []).some((d) => d.kind === 'doorbell'),
       memoryMb: g.memoryMb ?? 512,
     }));
+    const names = this.guests.map((g) => g.name);
+    const twice = names.find((name, i) => names.indexOf(name) !== i);
     this.#cleanup = onCleanup(() => this.#release());
+    if (twice !== undefined) {
+      this.#cleanup();
+      throw new LabError(`two lab guests are named ${twice}`);
+    }
   }
 
   /** The named lab server (started by {@link startLab}). */

@@ -115,6 +115,10 @@ describe('startLab checks', () => {
     await expect(startLab({ image, guests: [{ devices: [{ kind: 'plain', size: 3000 }] }] })).rejects.toThrow(/power of two/);
   });
 
+  it('refuses two guests with one name', async () => {
+    await expect(startLab({ image, guests: [{ name: 'x' }, { name: 'x' }] })).rejects.toThrow(/two lab guests are named x/);
+  });
+
   it('sizes a server for its devices and cleans up on close', async () => {
     const lab = await startLab({ image, guests: [{ name: 'x', devices: [{ kind: 'doorbell', vectors: 3 }, { kind: 'plain' }] }] });
     const server = lab.server();

@@ -7,8 +7,11 @@ export const RING_MAGIC = 0x47525649;
 export const RING_VERSION_MAJOR = 1;
 /** Minor version: additions a version 1.0 reader may ignore. */
 export const RING_VERSION_MINOR = 0;
-/** Bytes before the data area: three 128-byte lines (formatter, producer, consumer). */
-export const RING_HEADER_SIZE = 384;
+/**
+ * Bytes before the data area: five 128-byte lines (formatter; producer; producer's wait word;
+ * consumer; consumer's wait word).
+ */
+export const RING_HEADER_SIZE = 640;
 /** Smallest data area: a record header and one 8-byte payload word, with room to spare. */
 export const RING_MIN_CAPACITY = 64;
 /** Largest data area: positions are compared as 32-bit distances, so it must stay below 2^31. */
@@ -28,12 +31,15 @@ export const RECORD_TYPE_MAX = 0xffff;
 /** @internal */ export const W_FLAGS = 4;
 /** @internal */ export const W_TAIL_LO = 32; // byte 128: producer line
 /** @internal */ export const W_TAIL_HI = 33;
-/** @internal */ export const W_PRODUCER_WAIT = 34;
-/** @internal */ export const W_WRITER_CLOSED = 35;
-/** @internal */ export const W_HEAD_LO = 64; // byte 256: consumer line
-/** @internal */ export const W_HEAD_HI = 65;
-/** @internal */ export const W_CONSUMER_WAIT = 66;
-/** @internal */ export const W_READER_CLOSED = 67;
+/** @internal */ export const W_WRITER_CLOSED = 34;
+// The wait words sit alone on their lines: the peer loads the other end's wait word after every
+// publish, and a line shared with the busy head or tail would miss in its cache every time.
+/** @internal */ export const W_PRODUCER_WAIT = 64; // byte 256
+/** @internal */ export const W_HEAD_LO = 96; // byte 384: consumer line
+/** @internal */ export const W_HEAD_HI = 97;
+/** @internal */ export const W_READER_CLOSED = 98;
+/** @internal */ export const W_CONSUMER_WAIT = 128; // byte 512
+/** @internal */ export const W_DATA = RING_HEADER_SIZE / 4; // byte 640: data area
 
 /** Bytes a ring with a `capacity`-byte data area occupies. */
 export function ringSize(capacity: number): number {

@@ -3,6 +3,7 @@ import {
   RECORD_TYPE_MAX,
   RECORD_TYPE_PADDING,
   W_CONSUMER_WAIT,
+  W_DATA,
   W_HEAD_HI,
   W_HEAD_LO,
   W_PRODUCER_WAIT,
@@ -12,7 +13,6 @@ import {
 } from './layout.js';
 import { RingEnd, type ChannelOptions } from './ring.js';
 
-const DATA = 96; // u32 index of the data area (byte 384)
 const TWO32 = 2 ** 32;
 
 /**
@@ -204,7 +204,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
         }
       }
       const at = this.#headLo & this.mask;
-      const w = DATA + (at >>> 2);
+      const w = W_DATA + (at >>> 2);
       const length = this.u32[w]!;
       const type = this.u32[w + 1]!;
       const contiguous = capacity - at;
@@ -230,7 +230,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
 
   // The writer cannot rewrite published records; a change means a peer scribbled mid-read.
   #verify(at: number, length: number, type: number): void {
-    const w = DATA + (at >>> 2);
+    const w = W_DATA + (at >>> 2);
     if (this.u32[w] !== length || this.u32[w + 1] !== type) {
       this.fail(corrupt('length', `record at ${at} changed while it was being read`));
     }
@@ -257,6 +257,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   }
 
   #wake(force = false): void {
+    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
     const seq = Atomics.load(this.u32, W_PRODUCER_WAIT);
     if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
       this.#rung = seq;

@@ -99,7 +99,7 @@ const RECHECK = Symbol('recheck');
  * @example
  * ```ts
  * const wait = deviceWaitStrategy(device, { peer: 1, vector: 0 });
- * const writer = new ChannelWriter(device.memory, { offset: 0, size: 65920, wait, format: true });
+ * const writer = new ChannelWriter(device.memory, { offset: 0, size: ringSize(1 << 16), wait, format: true });
  * ```
  */
 export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOptions): WaitStrategy {

@@ -5,6 +5,7 @@ import {
   RECORD_TYPE_MAX,
   RECORD_TYPE_PADDING,
   W_CONSUMER_WAIT,
+  W_DATA,
   W_HEAD_LO,
   W_PRODUCER_WAIT,
   W_READER_CLOSED,
@@ -14,7 +15,6 @@ import {
 } from './layout.js';
 import { RingEnd, type ChannelOptions } from './ring.js';
 
-const DATA = 96; // u32 index of the data area (byte 384)
 const TWO32 = 2 ** 32;
 
 /** Options of {@link ChannelWriter.send} and friends. */
@@ -307,14 +307,14 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   }
 
   #padding(at: number, bytes: number): void {
-    const w = DATA + (at >>> 2);
+    const w = W_DATA + (at >>> 2);
     this.u32[w] = bytes - 8;
     this.u32[w + 1] = RECORD_TYPE_PADDING;
   }
 
   // Writes the record header and moves the local tail past it (and its padding).
   #append(at: number, length: number, type: number): void {
-    const w = DATA + (at >>> 2);
+    const w = W_DATA + (at >>> 2);
     this.u32[w] = length;
     this.u32[w + 1] = type;
     this.#tail(this.#pad + 8 + ((length + 7) & ~7));
@@ -353,6 +353,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
 
   // Rings the reader if it announced sleep since we last rang it. Runs after a publish.
   #wake(force = false): void {
+    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
     const seq = Atomics.load(this.u32, W_CONSUMER_WAIT);
     if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
       this.#rung = seq;

@@ -12,6 +12,7 @@ import {
   type Codec,
   type WaitStrategy,
 } from '../../src/channel/index.js';
+import { W_HEAD_HI, W_HEAD_LO, W_TAIL_HI, W_TAIL_LO } from '../../src/channel/layout.js';
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
 
@@ -152,7 +153,7 @@ describe('channel basics', () => {
     expect(() => formatRing(memory, { offset: 128, size: 300 })).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_SIZE' }));
     expect(formatRing(memory, { offset: 128, size: 2048 })).toBe(1024);
     expect(new ChannelWriter(memory, { offset: 128, size: 2048 }).capacity).toBe(1024);
-    expect(RING_HEADER_SIZE).toBe(384);
+    expect(RING_HEADER_SIZE).toBe(640);
   });
 
   it('crosses the 2^32 boundary of the low position word', () => {
@@ -165,9 +166,9 @@ describe('channel basics', () => {
       expect(writer.trySend(bytes(i, i >> 8, 1, 2, 3))).toBe(true);
       expect(reader.tryReceive()).toEqual(bytes(i, i >> 8, 1, 2, 3));
     }
-    const u32 = new Uint32Array(memory, 0, 96);
-    const head = u32[65]! * 2 ** 32 + u32[64]!;
-    const tail = u32[33]! * 2 ** 32 + u32[32]!;
+    const u32 = new Uint32Array(memory, 0, RING_HEADER_SIZE / 4);
+    const head = u32[W_HEAD_HI]! * 2 ** 32 + u32[W_HEAD_LO]!;
+    const tail = u32[W_TAIL_HI]! * 2 ** 32 + u32[W_TAIL_LO]!;
     expect(head).toBe(tail);
     expect(head).toBeGreaterThan(2 ** 32);
     expect(head).toBe(start + 100 * 16);

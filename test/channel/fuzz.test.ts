@@ -1,5 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { ChannelError, ChannelReader, ChannelWriter, formatRing, ringSize, RECORD_TYPE_PADDING } from '../../src/channel/index.js';
+import {
+  RING_HEADER_SIZE,
+  W_CONSUMER_WAIT,
+  W_DATA,
+  W_HEAD_HI,
+  W_HEAD_LO,
+  W_PRODUCER_WAIT,
+  W_READER_CLOSED,
+  W_TAIL_HI,
+  W_TAIL_LO,
+  W_WRITER_CLOSED,
+} from '../../src/channel/layout.js';
 import { Prng } from './prng.js';
 
 const CANARY = 0xa5;
@@ -20,7 +32,7 @@ function fuzz(seed: number, states: number): Record<string, number> {
   const all = new Uint8Array(memory);
   all.fill(CANARY);
   const u32 = new Uint32Array(memory, GUARD, ringSize(capacity) / 4);
-  const dataStart = GUARD + 384;
+  const dataStart = GUARD + RING_HEADER_SIZE;
   const payload = new Uint8Array(capacity);
   let writer: ChannelWriter | null = null;
   let reader: ChannelReader | null = null;
@@ -65,14 +77,14 @@ function fuzz(seed: number, states: number): Record<string, number> {
       count('format');
     }
     // Mutate like a hostile peer: header words, record headers at the head, or random bytes.
-    const head = u32[64]!;
-    const at = 96 + ((head & (capacity - 1)) >>> 2);
+    const head = u32[W_HEAD_LO]!;
+    const at = W_DATA + ((head & (capacity - 1)) >>> 2);
     switch (rng.int(12)) {
       case 0:
-        u32[32] = evil(u32[32]!); // tail
+        u32[W_TAIL_LO] = evil(u32[W_TAIL_LO]!); // tail
         break;
       case 1:
-        u32[64] = evil(head); // head (the writer reads it)
+        u32[W_HEAD_LO] = evil(head); // head (the writer reads it)
         break;
       case 2:
         u32[at] = evil(u32[at]!); // length at head
@@ -91,10 +103,10 @@ function fuzz(seed: number, states: number): Record<string, number> {
         u32[rng.int(5)] = rng.chance(0.5) ? rng.u32() : u32[rng.int(5)]! ^ (1 << rng.int(32)); // formatter line
         break;
       case 6:
-        u32[rng.pick([33, 34, 35, 65, 66, 67])] = evil(0); // high words, wait words, closed flags
+        u32[rng.pick([W_TAIL_HI, W_WRITER_CLOSED, W_PRODUCER_WAIT, W_HEAD_HI, W_READER_CLOSED, W_CONSUMER_WAIT])] = evil(0); // high words, wait words, closed flags
         break;
       case 7:
-        u32[96 + rng.int(capacity / 4)] = rng.u32();
+        u32[W_DATA + rng.int(capacity / 4)] = rng.u32();
         break;
       default:
         break; // honest state: exercise the valid paths too

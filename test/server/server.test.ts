@@ -119,6 +119,37 @@ describe('IvshmemServer with host peers in separate processes', () => {
     expect(server.peers.length).toBe(200);
   }, 120_000);
 
+  it('queues messages for a client that does not read, without holding up anyone else', async () => {
+    const server = await start({ vectors: 64 });
+    const { native } = await import('../../src/native.js');
+    // A raw client that reads nothing until the end: its socket buffer fills up.
+    const slow = native.socketConnect(server.socketPath);
+    const others: ServerPeerDevice[] = [];
+    for (let i = 0; i < 10; i++) others.push(await connect(server.socketPath, { vectors: 64 }));
+    expect(server.peers.length).toBe(11);
+    // Now read everything: version, ID, memory, its own 64 eventfds, then 64 per newcomer, in order.
+    const expected = [0, 0, -1, ...Array(64).fill(0), ...others.flatMap((d) => Array(64).fill(d.id))];
+    const got: number[] = [];
+    let fds = 0;
+    const buf = new Uint8Array(8);
+    const deadline = Date.now() + 10_000;
+    while (got.length < expected.length && Date.now() < deadline) {
+      const r = native.socketReceive(slow, buf);
+      if (r === null) {
+        await new Promise((res) => setTimeout(res, 5));
+        continue;
+      }
+      expect(r.bytes).toBe(8);
+      got.push(Number(new DataView(buf.buffer).getBigInt64(0, true)));
+      for (const fd of r.fds) native.close(fd);
+      fds += r.fds.length;
+    }
+    expect(got).toEqual(expected);
+    expect(fds).toBe(1 + 64 + 10 * 64);
+    native.close(slow);
+    for (const d of others) d.close();
+  });
+
   it('reassigns a released ID only after the others', async () => {
     const server = await start();
     const first = await connect(server.socketPath);

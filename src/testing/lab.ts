@@ -184,18 +184,23 @@ export class Lab {
   /**
    * Boots the named guests together, runs each one's job, and resolves when all have powered
    * off (or were killed on timeout). Guests start one after another, each once its doorbell
-   * devices are connected, so server IDs follow the order of `jobs`.
+   * devices are connected, so server IDs follow the order of `jobs`. Aborting `signal` kills
+   * the guests and rejects with its reason.
    */
-  async run(jobs: Record<string, GuestJob>): Promise<Record<string, GuestResult>> {
+  async run(jobs: Record<string, GuestJob>, options: { signal?: AbortSignal } = {}): Promise<Record<string, GuestResult>> {
     if (this.#closed) throw new LabError('the lab is closed');
+    const { signal } = options;
+    signal?.throwIfAborted();
     const names = Object.keys(jobs);
     const configs = names.map((name) => {
       const config = this.guests.find((g) => g.name === name);
       if (!config) throw new LabError(`no lab guest named ${name} (guests: ${this.guests.map((g) => g.name).join(', ')})`);
       return config;
     });
-    const release = await acquireSlots(configs.length, this.#options.maxGuests ?? 2);
+    const release = await acquireSlots(configs.length, this.#options.maxGuests ?? 2, signal);
     const started: Guest[] = [];
+    const abort = (): void => started.forEach((guest) => guest.kill());
+    signal?.addEventListener('abort', abort);
     try {
       const run = ++this.#runs;
       for (const config of configs) {
@@ -213,6 +218,8 @@ export class Lab {
       await Promise.all(started.map((g) => g.result));
       for (const guest of started) this.#running.delete(guest);
       release();
+      signal?.removeEventListener('abort', abort);
+      if (signal?.aborted) throw signal.reason;
       if (error instanceof LabError && started.length) {
         const last = await started[started.length - 1]!.result;
         throw new LabError(`${error.message}\n${last.qemuLog}`.trim(), { cause: error, console: last.console });
@@ -222,6 +229,8 @@ export class Lab {
     const results = await Promise.all(started.map((g) => g.result));
     for (const guest of started) this.#running.delete(guest);
     release();
+    signal?.removeEventListener('abort', abort);
+    if (signal?.aborted) throw signal.reason;
     return Object.fromEntries(results.map((r) => [r.name, r]));
   }
 

@@ -220,4 +220,11 @@ describe('lab guests', () => {
     expect(d!.exitCode).toBeNull();
     expect(describeFailure(d!)).toMatch(/timed out/);
   }, 60_000);
+
+  it('are killed when the run is aborted', async () => {
+    const started = Date.now();
+    const run = lab.run({ d: { script: join(fixtures, 'guest-sysfs.mjs'), args: ['1'] } }, { signal: AbortSignal.timeout(1_500) });
+    await expect(run).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 60_000);
 });

@@ -184,12 +184,15 @@ describe('a guest without an IOMMU', () => {
   it('uses sysfs for memory and doorbells, and refuses VFIO with a way out', async () => {
     const nonce = randomInt(1, 2 ** 31);
     const { d } = await lab.run({ d: { script: join(fixtures, 'guest-sysfs.mjs'), args: [String(nonce)] } });
-    const out = outcome<Record<string, unknown> & { vfioError: { code: string; message: string }; hashes: { bar2: string; plain: string }; devices: Array<{ iommuGroup: number | null }> }>(d!);
+    const out = outcome<Record<string, unknown> & { vfioError: { code: string; message: string }; hashes: { bar2: string; plain: string }; devices: Array<{ iommuGroup: number | null }>; info: { json: unknown; table: string } }>(d!);
     expect(out.vfioError.code).toBe('ERR_IVSHMEM_NO_IOMMU');
     expect(out.vfioError.message).toMatch(/intel-iommu/);
     expect(out.vfioError.message).toMatch(/no-IOMMU/);
     expect(out.driverAfterRefusal).toBeNull();
     expect(out.devices.map((x) => x.iommuGroup)).toEqual([null, null]);
+    expect(out.info.json).toEqual(out.devices);
+    expect(out.info.table).toMatch(/0000:00:10\.0 +doorbell +1 MiB +64 +- +none/);
+    expect(out.info.table).toMatch(/0000:00:11\.0 +plain +1 MiB +- +- +none/);
     expect(out).toMatchObject({
       backend: 'sysfs',
       id: d!.devices[0]!.kind === 'doorbell' ? d!.devices[0]!.peerId : -1,

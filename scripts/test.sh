@@ -14,7 +14,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     || { echo "apt-get failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+# The lab downloads Debian's kernel package for its guests: apt needs its package lists.
+if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q Depends; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq || true
+fi
+
 npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# The guest kernel and initramfs, once (cached in ~/.cache/ivshmem-lab), before the timed tests.
+node dist/cli/main.js lab prepare || { echo "lab prepare failed"; echo "0 passed, 1 failed"; exit 1; }
 
 report=$(mktemp)
 npm test -- --reporter=default --reporter=json --outputFile.json="$report"

@@ -6,6 +6,10 @@
 export { IvshmemError, type IvshmemErrorCode } from './errors.js';
 export type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './device/types.js';
 export { openFile, FileDevice, type OpenFileOptions } from './device/file.js';
+export { listDevices, formatDevices, type PciDeviceInfo, type ListDevicesOptions } from './device/discover.js';
+export { openDevice, type OpenDeviceOptions } from './device/open.js';
+export { openVfio, VfioDevice, type OpenVfioOptions } from './device/vfio.js';
+export { openSysfs, SysfsDevice, type OpenSysfsOptions } from './device/sysfs.js';
 export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './device/server-peer.js';
 export { IvshmemServer, roundShmSize, type ServerOptions, type ServerPeer, type ServerEvents } from './server/server.js';
 export {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `ivshmem` command.
 import { IvshmemError } from '../errors.js';
+import { benchCommand, benchHelp } from './bench.js';
 import { demoCommand, demoHelp } from './demo.js';
 import { dumpCommand, dumpHelp } from './dump.js';
 import { infoCommand, infoHelp } from './info.js';
@@ -12,6 +13,7 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; summa
   server: { run: serverCommand, summary: 'run a QEMU-compatible ivshmem-server', help: serverHelp },
   demo: { run: demoCommand, summary: 'two peers over our server on a shared-memory file (no VM)', help: demoHelp },
   dump: { run: dumpCommand, summary: 'print a bus region: superblock, peers, channels', help: dumpHelp },
+  bench: { run: benchCommand, summary: 'measure channels against sockets and MessagePort on this machine', help: benchHelp },
   lab: { run: labCommand, summary: 'boot QEMU guests with ivshmem devices and run scripts in them', help: labHelp },
 };
 

@@ -73,7 +73,7 @@ export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy 
 }
 
 /** The part of a {@link Device} the doorbell strategy needs. */
-export type DoorbellDevice = Pick<Device, 'ring' | 'waitInterrupt'>;
+export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'>;
 
 /** Options of {@link deviceWaitStrategy}. */
 export interface DeviceWaitOptions {
@@ -88,8 +88,6 @@ export interface DeviceWaitOptions {
    */
   recheck?: number;
 }
-
-const RECHECK = Symbol('recheck');
 
 /**
  * Doorbells: `notify` rings `peer` on `vector`, `wait` waits for this device's interrupt on
@@ -106,27 +104,65 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
   const { peer } = options;
   const vector = options.vector ?? 0;
   const recheck = options.recheck ?? 1000;
+  // One 'interrupt' listener kept while waits keep coming, instead of waitInterrupt(): that
+  // starts and stops watching the eventfd on every wait, a cost paid on every wake-up. The
+  // listener goes after LINGER ms without waits, so an idle channel does not keep the process
+  // alive. Attaching it starts the watch before the next I/O poll, and eventfds stay readable
+  // until drained: a doorbell that came before the wait still wakes it.
+  const waiters = new Set<() => void>();
+  let listening = false;
+  let lastWait = 0;
+  let idle: NodeJS.Timeout | null = null;
+  const onInterrupt = (v: number): void => {
+    if (v !== vector) return;
+    for (const wake of [...waiters]) wake();
+  };
+  const onClose = (): void => {
+    for (const wake of [...waiters]) wake();
+  };
+  const stopListening = (): void => {
+    if (waiters.size > 0 || performance.now() - lastWait < LINGER) {
+      idle!.refresh();
+      return;
+    }
+    listening = false;
+    device.off('interrupt', onInterrupt);
+    device.off('close', onClose);
+  };
   return {
     wakes: true,
     notify: () => device.ring(peer, vector),
     wait(signal) {
-      if (recheck <= 0) return device.waitInterrupt(vector, signal ? { signal } : {});
-      const controller = new AbortController();
-      const forward = (): void => controller.abort(signal!.reason);
-      signal?.addEventListener('abort', forward, { once: true });
-      const timer = setTimeout(() => controller.abort(RECHECK), recheck);
-      const settle = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', forward);
-      };
-      return device.waitInterrupt(vector, { signal: controller.signal }).then(
-        (count) => (settle(), count),
-        (error: unknown) => {
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      lastWait = performance.now();
+      if (!listening) {
+        listening = true;
+        device.on('interrupt', onInterrupt);
+        device.on('close', onClose);
+        if (idle) idle.refresh();
+        else (idle = setTimeout(stopListening, LINGER)).unref();
+      }
+      return new Promise((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        const settle = (): void => {
+          waiters.delete(wake);
+          if (timer) clearTimeout(timer);
+          signal?.removeEventListener('abort', aborted);
+        };
+        const wake = (): void => {
           settle();
-          if (error === RECHECK) return 0;
-          throw error;
-        },
-      );
+          resolve(undefined);
+        };
+        const aborted = (): void => {
+          settle();
+          reject(signal!.reason);
+        };
+        waiters.add(wake);
+        if (recheck > 0) timer = setTimeout(wake, recheck);
+        signal?.addEventListener('abort', aborted, { once: true });
+      });
     },
   };
 }
+
+const LINGER = 100;

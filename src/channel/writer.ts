@@ -122,20 +122,26 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   async sendBatch(values: Iterable<T>, options?: SendOptions): Promise<number> {
     const type = options?.type ?? 0;
     this.#usable(type);
+    // Publish at least every quarter ring: holding more back would leave the reader idle
+    // while this end fills the ring, and this end idle while the reader empties it.
+    const publishEvery = this.capacity >>> 2;
     let sent = 0;
-    let pending = false;
+    let published = this.#tailLo;
     try {
       for (const value of values) {
         if (!this.#write(value, type, false)) {
-          if (pending) this.#flush();
-          pending = false;
+          this.#flush();
+          published = this.#tailLo;
           await this.until(() => this.#usable(type) && this.#write(value, type, false), options?.signal);
         }
-        pending = true;
         sent++;
+        if (((this.#tailLo - published) >>> 0) >= publishEvery) {
+          this.#flush();
+          published = this.#tailLo;
+        }
       }
     } finally {
-      if (pending) this.#flush();
+      if (this.#tailLo !== published) this.#flush();
     }
     return sent;
   }

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 
@@ -32,6 +33,11 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& 
   error.Value().Set("syscall", syscall);
   if (!path.empty()) error.Value().Set("path", path);
   throw error;
+}
+
+void ThrowErrnoArg(const Napi::CallbackInfo& info, size_t pathArg, const char* syscall) {
+  int err = errno;
+  ThrowErrno(info.Env(), err, syscall, ArgOptionalString(info, pathArg));
 }
 
 int32_t ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name) {

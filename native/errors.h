@@ -8,6 +8,10 @@ namespace ivshmem {
 // and, when known, the path the failing call was about.
 [[noreturn]] void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path = "");
 
+// The same for the current errno, with the path taken from argument `pathArg` if it is a
+// string. errno is read before anything else can change it.
+[[noreturn]] void ThrowErrnoArg(const Napi::CallbackInfo& info, size_t pathArg, const char* syscall);
+
 // Argument checks: a wrong type from JavaScript is a TypeError, never a crash.
 int32_t ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name);
 double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const char* name);

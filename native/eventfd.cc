@@ -31,7 +31,7 @@ static Napi::Value Signal(const Napi::CallbackInfo& info) {
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN) return Napi::Boolean::New(env, false);
-    ThrowErrno(env, errno, "write", ArgOptionalString(info, 2));
+    ThrowErrnoArg(info, 2, "write");
   }
   return Napi::Boolean::New(env, true);
 }
@@ -46,7 +46,7 @@ static Napi::Value Drain(const Napi::CallbackInfo& info) {
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN) return Napi::Number::New(env, 0);
-    ThrowErrno(env, errno, "read", ArgOptionalString(info, 1));
+    ThrowErrnoArg(info, 1, "read");
   }
   return Napi::Number::New(env, static_cast<double>(value));
 }

@@ -41,7 +41,7 @@ static Napi::Value Close(const Napi::CallbackInfo& info) {
   CloseWatchersOf(state, fd);
   state.fds.erase(fd);
   // Linux releases the fd even when close() reports EINTR: never retry.
-  if (::close(fd) < 0 && errno != EINTR) ThrowErrno(env, errno, "close", ArgOptionalString(info, 1));
+  if (::close(fd) < 0 && errno != EINTR) ThrowErrnoArg(info, 1, "close");
   return env.Undefined();
 }
 
@@ -49,7 +49,7 @@ static Napi::Value Fstat(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
   struct stat st;
-  if (::fstat(fd, &st) < 0) ThrowErrno(env, errno, "fstat", ArgOptionalString(info, 1));
+  if (::fstat(fd, &st) < 0) ThrowErrnoArg(info, 1, "fstat");
   Napi::Object out = Napi::Object::New(env);
   out.Set("size", Napi::Number::New(env, static_cast<double>(st.st_size)));
   out.Set("mode", Napi::Number::New(env, st.st_mode));
@@ -65,7 +65,7 @@ static Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   int rc;
   do rc = ::ftruncate(fd, size);
   while (rc < 0 && errno == EINTR);
-  if (rc < 0) ThrowErrno(env, errno, "ftruncate", ArgOptionalString(info, 2));
+  if (rc < 0) ThrowErrnoArg(info, 2, "ftruncate");
   return env.Undefined();
 }
 
@@ -83,7 +83,7 @@ static Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
   int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) ThrowErrno(env, errno, "fcntl", ArgOptionalString(info, 1));
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) ThrowErrnoArg(info, 1, "fcntl");
   return env.Undefined();
 }
 

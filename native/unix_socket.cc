@@ -59,18 +59,19 @@ static Napi::Value Accept(const Napi::CallbackInfo& info) {
   while (client < 0 && errno == EINTR);
   if (client < 0) {
     if (errno == EAGAIN || errno == ECONNABORTED) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "accept", ArgOptionalString(info, 1));
+    ThrowErrnoArg(info, 1, "accept");
   }
   TrackFd(env, client);
   return Napi::Number::New(env, client);
 }
 
-// A UNIX-domain connect completes at once or fails; the socket is non-blocking afterwards.
+// A UNIX-domain connect completes at once or fails; non-blocking, so a server whose backlog is
+// full is an EAGAIN error instead of a stalled event loop.
 static Napi::Value Connect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgPath(info);
   sockaddr_un addr = Address(env, path);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, errno, "socket", path);
   int rc;
   do rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
@@ -80,8 +81,6 @@ static Napi::Value Connect(const Napi::CallbackInfo& info) {
     ::close(fd);
     ThrowErrno(env, err, "connect", path);
   }
-  int flags = ::fcntl(fd, F_GETFL);
-  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   TrackFd(env, fd);
   return Napi::Number::New(env, fd);
 }
@@ -123,7 +122,7 @@ static Napi::Value Send(const Napi::CallbackInfo& info) {
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "sendmsg", ArgOptionalString(info, 3));
+    ThrowErrnoArg(info, 3, "sendmsg");
   }
   return Napi::Number::New(env, static_cast<double>(n));
 }
@@ -146,7 +145,7 @@ static Napi::Value Receive(const Napi::CallbackInfo& info) {
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN) return env.Null();
-    ThrowErrno(env, errno, "recvmsg", ArgOptionalString(info, 2));
+    ThrowErrnoArg(info, 2, "recvmsg");
   }
   Napi::Array fds = Napi::Array::New(env);
   uint32_t count = 0;

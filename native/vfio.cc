@@ -41,7 +41,7 @@ static Napi::Value GetApiVersion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "containerFd");
   int rc = IoctlValue(fd, VFIO_GET_API_VERSION, 0);
-  if (rc < 0) ThrowErrno(env, errno, "ioctl(VFIO_GET_API_VERSION)", ArgOptionalString(info, 1));
+  if (rc < 0) ThrowErrnoArg(info, 1, "ioctl(VFIO_GET_API_VERSION)");
   return Napi::Number::New(env, rc);
 }
 
@@ -51,7 +51,7 @@ static Napi::Value CheckExtension(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0, "containerFd");
   uint32_t ext = ArgU32(info, 1, "extension");
   int rc = IoctlValue(fd, VFIO_CHECK_EXTENSION, ext);
-  if (rc < 0) ThrowErrno(env, errno, "ioctl(VFIO_CHECK_EXTENSION)", ArgOptionalString(info, 2));
+  if (rc < 0) ThrowErrnoArg(info, 2, "ioctl(VFIO_CHECK_EXTENSION)");
   return Napi::Number::New(env, rc);
 }
 
@@ -63,7 +63,7 @@ static Napi::Value GroupGetStatus(const Napi::CallbackInfo& info) {
   std::memset(&status, 0, sizeof status);
   status.argsz = sizeof status;
   if (Ioctl(fd, VFIO_GROUP_GET_STATUS, &status) < 0) {
-    ThrowErrno(env, errno, "ioctl(VFIO_GROUP_GET_STATUS)", ArgOptionalString(info, 1));
+    ThrowErrnoArg(info, 1, "ioctl(VFIO_GROUP_GET_STATUS)");
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("viable", Napi::Boolean::New(env, (status.flags & VFIO_GROUP_FLAGS_VIABLE) != 0));
@@ -77,7 +77,7 @@ static Napi::Value GroupSetContainer(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0, "groupFd");
   int container = ArgFd(info, 1, "containerFd");
   if (Ioctl(fd, VFIO_GROUP_SET_CONTAINER, &container) < 0) {
-    ThrowErrno(env, errno, "ioctl(VFIO_GROUP_SET_CONTAINER)", ArgOptionalString(info, 2));
+    ThrowErrnoArg(info, 2, "ioctl(VFIO_GROUP_SET_CONTAINER)");
   }
   return env.Undefined();
 }
@@ -87,7 +87,7 @@ static Napi::Value SetIommu(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "containerFd");
   uint32_t type = ArgU32(info, 1, "type");
-  if (IoctlValue(fd, VFIO_SET_IOMMU, type) < 0) ThrowErrno(env, errno, "ioctl(VFIO_SET_IOMMU)", ArgOptionalString(info, 2));
+  if (IoctlValue(fd, VFIO_SET_IOMMU, type) < 0) ThrowErrnoArg(info, 2, "ioctl(VFIO_SET_IOMMU)");
   return env.Undefined();
 }
 
@@ -110,7 +110,7 @@ static Napi::Value DeviceGetInfo(const Napi::CallbackInfo& info) {
   vfio_device_info dev;
   std::memset(&dev, 0, sizeof dev);
   dev.argsz = sizeof dev;
-  if (Ioctl(fd, VFIO_DEVICE_GET_INFO, &dev) < 0) ThrowErrno(env, errno, "ioctl(VFIO_DEVICE_GET_INFO)", ArgOptionalString(info, 1));
+  if (Ioctl(fd, VFIO_DEVICE_GET_INFO, &dev) < 0) ThrowErrnoArg(info, 1, "ioctl(VFIO_DEVICE_GET_INFO)");
   Napi::Object out = Napi::Object::New(env);
   out.Set("flags", Napi::Number::New(env, dev.flags));
   out.Set("numRegions", Napi::Number::New(env, dev.num_regions));
@@ -128,7 +128,7 @@ static Napi::Value DeviceGetRegionInfo(const Napi::CallbackInfo& info) {
   region.argsz = sizeof region;
   region.index = ArgU32(info, 1, "index");
   if (Ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &region) < 0) {
-    ThrowErrno(env, errno, "ioctl(VFIO_DEVICE_GET_REGION_INFO)", ArgOptionalString(info, 2));
+    ThrowErrnoArg(info, 2, "ioctl(VFIO_DEVICE_GET_REGION_INFO)");
   }
   if (region.offset > (1ULL << 53) || region.size > (1ULL << 53)) ThrowErrno(env, EOVERFLOW, "ioctl(VFIO_DEVICE_GET_REGION_INFO)", ArgOptionalString(info, 2));
   Napi::Object out = Napi::Object::New(env);
@@ -147,7 +147,7 @@ static Napi::Value DeviceGetIrqInfo(const Napi::CallbackInfo& info) {
   std::memset(&irq, 0, sizeof irq);
   irq.argsz = sizeof irq;
   irq.index = ArgU32(info, 1, "index");
-  if (Ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &irq) < 0) ThrowErrno(env, errno, "ioctl(VFIO_DEVICE_GET_IRQ_INFO)", ArgOptionalString(info, 2));
+  if (Ioctl(fd, VFIO_DEVICE_GET_IRQ_INFO, &irq) < 0) ThrowErrnoArg(info, 2, "ioctl(VFIO_DEVICE_GET_IRQ_INFO)");
   Napi::Object out = Napi::Object::New(env);
   out.Set("index", Napi::Number::New(env, irq.index));
   out.Set("flags", Napi::Number::New(env, irq.flags));
@@ -183,7 +183,7 @@ static Napi::Value DeviceSetIrqs(const Napi::CallbackInfo& info) {
   set->count = static_cast<uint32_t>(fds.size());
   set->flags = (fds.empty() ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | VFIO_IRQ_SET_ACTION_TRIGGER;
   if (!fds.empty()) std::memcpy(set->data, fds.data(), fds.size() * sizeof(int32_t));
-  if (Ioctl(fd, VFIO_DEVICE_SET_IRQS, set) < 0) ThrowErrno(env, errno, "ioctl(VFIO_DEVICE_SET_IRQS)", ArgOptionalString(info, 4));
+  if (Ioctl(fd, VFIO_DEVICE_SET_IRQS, set) < 0) ThrowErrnoArg(info, 4, "ioctl(VFIO_DEVICE_SET_IRQS)");
   return env.Undefined();
 }
 
@@ -203,7 +203,7 @@ static Napi::Value Pread(const Napi::CallbackInfo& info) {
   ssize_t n;
   do n = ::pread(fd, data.Data(), data.ByteLength(), offset);
   while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowErrno(env, errno, "pread", ArgOptionalString(info, 3));
+  if (n < 0) ThrowErrnoArg(info, 3, "pread");
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
@@ -216,7 +216,7 @@ static Napi::Value Pwrite(const Napi::CallbackInfo& info) {
   ssize_t n;
   do n = ::pwrite(fd, data.Data(), data.ByteLength(), offset);
   while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowErrno(env, errno, "pwrite", ArgOptionalString(info, 3));
+  if (n < 0) ThrowErrnoArg(info, 3, "pwrite");
   return Napi::Number::New(env, static_cast<double>(n));
 }
 

@@ -64,6 +64,10 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int events = info.Length() > 0 ? static_cast<int>(ArgNonNegativeInteger(info, 0, "events")) : UV_READABLE;
+    // libuv asserts on unknown bits: refuse them here instead of aborting the process.
+    if ((events & ~(UV_READABLE | UV_WRITABLE | UV_DISCONNECT | UV_PRIORITIZED)) != 0 || events == 0) {
+      throw Napi::TypeError::New(env, "events must be a non-empty combination of READABLE, WRITABLE and DISCONNECT");
+    }
     if (handle_ == nullptr) throw Napi::Error::New(env, "watcher is closed");
     int rc = uv_poll_start(handle_, events, OnPoll);
     if (rc < 0) ThrowErrno(env, -rc, "uv_poll_start");

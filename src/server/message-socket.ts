@@ -1,5 +1,6 @@
 import { IvshmemError } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
+import type { FdRef } from './fd-ref.js';
 
 /** What a {@link MessageSocket} reports to its owner. */
 export interface MessageHandlers {
@@ -26,12 +27,16 @@ export class MessageSocket {
   #inView = new DataView(this.#in.buffer);
   #have = 0;
   #inFd = -1;
-  #out: Array<{ bytes: Uint8Array; offset: number; fd: number }> = [];
+  #out: Array<{ bytes: Uint8Array; offset: number; fd: FdRef | null }> = [];
+  #limit: number;
   #reading = false;
   #closed = false;
+  #ending = false;
 
-  constructor(fd: number, path: string, handlers: MessageHandlers) {
+  /** `limit`: queued messages past which the peer counts as not reading, and is dropped. */
+  constructor(fd: number, path: string, handlers: MessageHandlers, limit = Infinity) {
     this.fd = fd;
+    this.#limit = limit;
     this.path = path;
     this.#handlers = handlers;
     this.#watcher = new native.Watcher(fd, (error, events) => this.#onEvents(error, events));
@@ -53,12 +58,18 @@ export class MessageSocket {
     else this.#watcher.unref();
   }
 
-  /** Queues one message; the fd stays the caller's (the kernel duplicates it in flight). */
-  send(value: number, fd = -1): void {
+  /**
+   * Sends one message, or queues it. A queued fd is retained until it has gone out, so its
+   * owner may release it at any time. Errors end the socket later, never inside this call.
+   */
+  send(value: number, fd: FdRef | null = null): void {
     if (this.#closed) return;
+    if (this.#out.length >= this.#limit) {
+      return this.#endLater(this.#violation(`more than ${this.#limit} messages wait to be read: the peer does not read`));
+    }
     const bytes = new Uint8Array(MESSAGE_BYTES);
     new DataView(bytes.buffer).setBigInt64(0, BigInt(value), true);
-    this.#out.push({ bytes, offset: 0, fd });
+    this.#out.push({ bytes, offset: 0, fd: fd?.retain() ?? null });
     if (this.#out.length === 1) this.#flush();
   }
 
@@ -69,7 +80,7 @@ export class MessageSocket {
     this.#watcher.close();
     if (this.#inFd >= 0) native.close(this.#inFd);
     this.#inFd = -1;
-    this.#out.length = 0;
+    for (const m of this.#out.splice(0)) m.fd?.release();
     native.close(this.fd);
   }
 
@@ -86,6 +97,13 @@ export class MessageSocket {
     this.#handlers.end(error);
   }
 
+  // The owner may be in the middle of a loop over its peers: report the end after it.
+  #endLater(error: IvshmemError): void {
+    if (this.#closed || this.#ending) return;
+    this.#ending = true;
+    queueMicrotask(() => this.#end(error));
+  }
+
   #onEvents(error: string | null, events: number): void {
     if (error) {
       // libuv reports any POLLERR as EBADF: a read tells the real story (ECONNRESET, EOF).
@@ -98,15 +116,20 @@ export class MessageSocket {
 
   #flush(): void {
     try {
-      while (this.#out.length > 0 && !this.#closed) {
+      while (this.#out.length > 0 && !this.#closed && !this.#ending) {
         const head = this.#out[0]!;
-        const n = native.socketSend(this.fd, head.bytes.subarray(head.offset), head.offset === 0 ? head.fd : -1, this.path);
+        const n = native.socketSend(this.fd, head.bytes.subarray(head.offset), head.offset === 0 && head.fd ? head.fd.fd : -1, this.path);
         if (n < 0) break;
         head.offset += n;
+        // The kernel holds its own reference to an fd in flight from the first byte on.
+        if (head.fd) {
+          head.fd.release();
+          head.fd = null;
+        }
         if (head.offset === MESSAGE_BYTES) this.#out.shift();
       }
     } catch (error) {
-      return this.#end(error as IvshmemError);
+      return this.#endLater(error as IvshmemError);
     }
     this.#arm();
   }

@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { constants, lstatSync, rmSync } from 'node:fs';
+import { constants, lstatSync, readFileSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail, IvshmemError, withPath } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
+import { FdRef } from './fd-ref.js';
 import { MessageSocket } from './message-socket.js';
 
 /** Options of {@link IvshmemServer.listen}. */
@@ -39,11 +41,13 @@ export interface ServerEvents {
 interface Client {
   id: number;
   socket: MessageSocket;
-  eventfds: number[];
+  eventfds: FdRef[];
 }
 
 const MAX_PEERS = 0x10000;
 const DEFAULT_SIZE = 4 << 20;
+// A peer that leaves this many messages unread (4096 peers' worth of 64 vectors) is not reading.
+const QUEUE_LIMIT = 1 << 18;
 
 /** Rounds up to a power of two, at least one page: what a PCI BAR can hold. */
 export function roundShmSize(size: number): number {
@@ -77,12 +81,13 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   readonly size: number;
   readonly vectors: number;
   #listenFd: number;
-  #shmFd: number;
+  #shm: FdRef;
   #removeShm: boolean;
   #watcher: NativeWatcher;
   #clients = new Map<number, Client>();
   #lastId = -1;
   #closed = false;
+  #acceptPause: NodeJS.Timeout | undefined;
 
   private constructor(options: Required<Pick<ServerOptions, 'socket' | 'size' | 'vectors'>> & { shm: string }, fds: { listen: number; shm: number }, removeShm: boolean) {
     super();
@@ -91,7 +96,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     this.size = options.size;
     this.vectors = options.vectors;
     this.#listenFd = fds.listen;
-    this.#shmFd = fds.shm;
+    this.#shm = new FdRef(fds.shm);
     this.#removeShm = removeShm;
     this.#watcher = new native.Watcher(fds.listen, (error) => this.#accept(error));
     this.#watcher.start(native.READABLE);
@@ -154,8 +159,9 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     this.#watcher.close();
     native.close(this.#listenFd);
     rmSync(this.socketPath, { force: true });
+    clearTimeout(this.#acceptPause);
     for (const client of [...this.#clients.values()]) this.#drop(client, 'server closing', false);
-    native.close(this.#shmFd);
+    this.#shm.release();
     if (this.#removeShm) rmSync(this.shmPath, { force: true });
     this.#log('closed');
     this.emit('close');
@@ -186,8 +192,11 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
       try {
         fd = native.socketAccept(this.#listenFd, this.socketPath);
       } catch (e) {
-        // EMFILE and the like: log, keep serving those already connected.
-        this.#log(`accept failed: ${(e as Error).message}`);
+        // EMFILE and the like: the connection stays pending and the socket stays readable, so
+        // stop looking for a while instead of spinning; keep serving those connected.
+        this.#log(`accept failed, pausing accepts for 1 s: ${(e as Error).message}`);
+        this.#watcher.stop();
+        this.#acceptPause = setTimeout(() => !this.#closed && this.#watcher.start(native.READABLE), 1000);
         return;
       }
       if (fd < 0) return;
@@ -202,11 +211,11 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
       native.close(fd);
       return;
     }
-    let eventfds: number[] = [];
+    const eventfds: FdRef[] = [];
     try {
-      for (let v = 0; v < this.vectors; v++) eventfds.push(native.eventfdCreate());
+      for (let v = 0; v < this.vectors; v++) eventfds.push(new FdRef(native.eventfdCreate()));
     } catch (e) {
-      for (const efd of eventfds) native.close(efd);
+      for (const efd of eventfds) efd.release();
       native.close(fd);
       this.#log(`refused peer ${id}: ${(e as Error).message}`);
       return;
@@ -219,12 +228,12 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
         this.#drop(client, 'it sent data (clients must only listen)');
       },
       end: (err) => this.#drop(client, !err || err.code === 'EPIPE' || err.code === 'ECONNRESET' ? 'it hung up' : err.message),
-    });
+    }, QUEUE_LIMIT);
 
     const s = client.socket;
     s.send(0);
     s.send(id);
-    s.send(-1, this.#shmFd);
+    s.send(-1, this.#shm);
     for (const other of this.#clients.values()) {
       for (const efd of other.eventfds) s.send(other.id, efd);
     }
@@ -241,7 +250,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   #drop(client: Client, reason: string, tell = true): void {
     if (!this.#clients.delete(client.id)) return;
     client.socket.close();
-    for (const efd of client.eventfds) native.close(efd);
+    for (const efd of client.eventfds) efd.release();
     if (tell) for (const other of this.#clients.values()) other.socket.send(client.id);
     this.#log(`peer ${client.id} disconnected: ${reason} (${this.#clients.size} connected)`);
     this.emit('peer-disconnected', { id: client.id, vectors: client.eventfds.length }, reason);
@@ -262,7 +271,12 @@ function openShm(path: string, size: number, reuse: boolean): { fd: number; crea
     created = false;
   }
   try {
-    if (created || native.fstat(fd, path).size !== size) native.ftruncate(fd, size, path);
+    const existing = created ? 0 : native.fstat(fd, path).size;
+    // Shrinking a file that others may have mapped would kill them with SIGBUS.
+    if (existing > size) {
+      fail('ERR_IVSHMEM_SIZE', `shared memory '${path}' is ${existing} bytes, larger than the ${size} asked for: reuse it with its own size (--size ${existing}) or remove it`, { path });
+    }
+    if (existing < size) native.ftruncate(fd, size, path);
   } catch (error) {
     native.close(fd);
     if (created) rmSync(path, { force: true });
@@ -272,7 +286,8 @@ function openShm(path: string, size: number, reuse: boolean): { fd: number; crea
 }
 
 // A socket file nobody listens on is left over from a crashed server: take its place. One that
-// somebody answers on belongs to a running server: refuse.
+// a process listens on belongs to a running server: refuse. The kernel's table of UNIX sockets
+// tells which, without connecting (a probe connection would show up at that server as a peer).
 function removeStaleSocket(path: string): void {
   let stat;
   try {
@@ -283,14 +298,20 @@ function removeStaleSocket(path: string): void {
   if (!stat.isSocket()) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `'${path}' exists and is not a socket: choose another path`, { path });
   }
-  try {
-    native.close(native.socketConnect(path));
-  } catch (error) {
-    if ((error as IvshmemError).code === 'ECONNREFUSED') {
-      rmSync(path, { force: true });
-      return;
-    }
-    throw error;
+  if (isListening(path)) {
+    throw new IvshmemError(`another server is listening on '${path}'`, { code: 'EADDRINUSE', syscall: 'bind', path });
   }
-  throw new IvshmemError(`another server is listening on '${path}'`, { code: 'EADDRINUSE', syscall: 'bind', path });
+  rmSync(path, { force: true });
+}
+
+// /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"; flag 0x10000 (__SO_ACCEPTCON)
+// marks a listening socket. Paths are as bound, so compare both as given and resolved.
+function isListening(path: string): boolean {
+  const wanted = new Set([path, resolve(path)]);
+  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 8 || !wanted.has(fields.slice(7).join(' '))) continue;
+    if ((parseInt(fields[3]!, 16) & 0x10000) !== 0) return true;
+  }
+  return false;
 }

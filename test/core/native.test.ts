@@ -175,6 +175,16 @@ describe('garbage from JavaScript', () => {
       () => (native.open as (...a: unknown[]) => unknown)(42, 0),
       () => new (native.Watcher as unknown as new (...a: unknown[]) => unknown)(0, 'not a function'),
       () => (native.close as (...a: unknown[]) => unknown)(NaN),
+      () => {
+        const fd = native.eventfdCreate();
+        const w = new native.Watcher(fd, () => {});
+        try {
+          w.start(1024);
+        } finally {
+          w.close();
+          native.close(fd);
+        }
+      },
     ];
     for (const call of calls) expect(call).toThrow(TypeError);
   });

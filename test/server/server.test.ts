@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, truncateSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect, IvshmemServer, openFile, type ServerPeerDevice } from '../../src/index.js';
@@ -150,6 +150,38 @@ describe('IvshmemServer with host peers in separate processes', () => {
     for (const d of others) d.close();
   });
 
+  it('never sends a reused fd number: queued fds stay the ones they were', async () => {
+    const server = await start({ vectors: 64 });
+    const { native } = await import('../../src/native.js');
+    const { openSync, closeSync, readlinkSync } = await import('node:fs');
+    const slow = native.socketConnect(server.socketPath);
+    // Peers that come and go while the slow client's messages about them are still queued.
+    for (let i = 0; i < 6; i++) (await connect(server.socketPath, { vectors: 64 })).close();
+    await new Promise((r) => setTimeout(r, 50));
+    // Whatever takes the freed fd numbers now must not reach the slow client.
+    const decoys = Array.from({ length: 400 }, () => openSync('/etc/hostname', 'r'));
+    const buf = new Uint8Array(8);
+    const kinds = new Map<string, number>();
+    for (let idle = 0; idle < 20; ) {
+      const r = native.socketReceive(slow, buf);
+      if (r === null) {
+        idle++;
+        await new Promise((res) => setTimeout(res, 5));
+        continue;
+      }
+      idle = 0;
+      for (const fd of r.fds) {
+        const target = readlinkSync(`/proc/self/fd/${fd}`);
+        const kind = target.startsWith('anon_inode:[eventfd]') ? 'eventfd' : target.startsWith('/dev/shm/') ? 'shm' : target;
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+        native.close(fd);
+      }
+    }
+    for (const fd of decoys) closeSync(fd);
+    native.close(slow);
+    expect(Object.fromEntries(kinds)).toEqual({ shm: 1, eventfd: 64 + 6 * 64 });
+  });
+
   it('reassigns a released ID only after the others', async () => {
     const server = await start();
     const first = await connect(server.socketPath);
@@ -180,9 +212,13 @@ describe('IvshmemServer lifecycle', () => {
     dev2.close();
   });
 
-  it('takes over a stale socket file but refuses one a live server answers on', async () => {
+  it('takes over a stale socket file but refuses one a live server listens on, without connecting to it', async () => {
     const server = await start();
+    const seen: number[] = [];
+    server.on('peer-connected', (p) => seen.push(p.id));
     await expect(IvshmemServer.listen({ socket: server.socketPath })).rejects.toMatchObject({ code: 'EADDRINUSE', path: server.socketPath });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen).toEqual([]);
     // A socket file with nobody behind it, as a crashed server leaves.
     const file = shmPath('stale');
     paths.push(file);
@@ -212,6 +248,9 @@ describe('IvshmemServer lifecycle', () => {
     dev.close();
     await server.close();
     expect(readFileSync(shm).subarray(0, 3)).toEqual(Buffer.from([1, 2, 3]));
+    // Shrinking it would kill everyone who maps it with SIGBUS.
+    truncateSync(shm, 8192);
+    await expect(IvshmemServer.listen({ socket, shm, size: 4096, reuseShm: true })).rejects.toThrow(/is 8192 bytes, larger than the 4096 asked for/);
   });
 
   it('rounds sizes up to a power of two and says so', async () => {

@@ -7,7 +7,9 @@ interface Vector {
   fd: number;
   watcher: NativeWatcher | null;
   watching: boolean;
-  waiters: Set<(count: number) => void>;
+  /** Set once polling the fd failed: waits on this vector reject with it. */
+  failure: IvshmemError | null;
+  waiters: Set<(count: number, error?: Error) => void>;
 }
 
 /** What a backend hands to {@link DeviceBase}. */
@@ -42,7 +44,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     this.#memory = init.memory;
     this.size = init.memory.byteLength;
     this.vectors = init.vectors ?? init.interruptFds.length;
-    this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, watching: false, waiters: new Set() }));
+    this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, watching: false, failure: null, waiters: new Set() }));
     // newListener fires before the listener is added: look again once it is.
     const plain = this as EventEmitter;
     plain.on('newListener', (event: string) => event === 'interrupt' && queueMicrotask(() => this.#update()));
@@ -85,13 +87,15 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     }
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (source.failure) return Promise.reject(source.failure);
     return new Promise<number>((resolve, reject) => {
-      const done = (count: number): void => {
+      const done = (count: number, error?: Error): void => {
         source.waiters.delete(done);
         this.#closeWaiters.delete(closed);
         signal?.removeEventListener('abort', aborted);
         this.#update();
-        if (count < 0) reject(this.#closedError());
+        if (error) reject(error);
+        else if (count < 0) reject(this.#closedError());
         else resolve(count);
       };
       const closed = (): void => done(-1);
@@ -198,7 +202,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     if (this.#closed) return;
     const everyVector = this.listenerCount('interrupt') > 0;
     this.#sources.forEach((source, vector) => {
-      const wanted = everyVector || source.waiters.size > 0;
+      const wanted = (everyVector || source.waiters.size > 0) && !source.failure;
       if (wanted === source.watching) return;
       source.watcher ??= new native.Watcher(source.fd, (error) => this.#onReadable(vector, error));
       if (wanted) source.watcher.start(native.READABLE);
@@ -210,7 +214,14 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
   #onReadable(vector: number, error: string | null): void {
     const source = this.#sources[vector]!;
     if (error) {
-      this.emit('error', new IvshmemError(`interrupt vector ${vector}: ${error}`, { code: error }));
+      // libuv has stopped the handle: fail this vector's waits rather than leave them hanging.
+      const failure = new IvshmemError(`interrupt vector ${vector} of the ${this.backend} device failed: ${error}`, { code: error });
+      source.failure = failure;
+      source.watcher?.close();
+      source.watcher = null;
+      source.watching = false;
+      for (const done of [...source.waiters]) done(-1, failure);
+      if (this.listenerCount('error') > 0) this.emit('error', failure);
       return;
     }
     const count = native.eventfdDrain(source.fd);

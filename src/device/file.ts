@@ -10,7 +10,10 @@ export interface OpenFileOptions {
    * an existing file must be at least this large.
    */
   size?: number;
-  /** Create the file if it does not exist (zero-filled, mode 0600). */
+  /**
+   * Create the file if it does not exist (zero-filled, mode 0600), with `size` bytes; an existing
+   * smaller file is grown to `size`.
+   */
   create?: boolean;
   /** Map read-only. */
   readOnly?: boolean;
@@ -64,27 +67,18 @@ export function openFile(path: string, options: OpenFileOptions = {}): FileDevic
   }
   if (create && readOnly) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): create and readOnly exclude each other`, { path });
 
+  if (create && size === undefined) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): create needs a size`, { path });
   const access = readOnly ? constants.O_RDONLY : constants.O_RDWR;
-  let fd: number;
-  let created = false;
-  if (create) {
-    try {
-      fd = native.open(path, access | constants.O_CREAT | constants.O_EXCL, 0o600);
-      created = true;
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'EEXIST') throw error;
-      fd = native.open(path, access);
-    }
-  } else {
-    fd = native.open(path, access);
-  }
+  const fd = native.open(path, access | (create ? constants.O_CREAT : 0), 0o600);
 
   try {
-    if (created) {
-      if (size === undefined) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): a new file needs a size`, { path });
-      native.ftruncate(fd, size, path);
+    let fileSize = native.fstat(fd, path).size;
+    // A file we just created, or one another process created a moment ago and has not sized
+    // yet, grows to the asked size (zero-filled). Existing files are never shrunk.
+    if (create && fileSize < size!) {
+      native.ftruncate(fd, size!, path);
+      fileSize = size!;
     }
-    const fileSize = native.fstat(fd, path).size;
     const length = size ?? fileSize;
     if (length === 0) fail('ERR_IVSHMEM_SIZE', `openFile('${path}'): the file is empty; pass a size with create: true`, { path });
     if (length > fileSize) {

@@ -7,7 +7,7 @@ import { DeviceBase } from './base.js';
 export interface ConnectOptions {
   /**
    * The number of vectors the server gives each peer. When given, setup completes exactly after
-   * that many of our own eventfds; otherwise after the server's first burst of them.
+   * that many of our own eventfds; otherwise 20 ms after the last of them.
    */
   vectors?: number;
   /** Gives up on a server that does not finish the setup in time (default 10 s). */
@@ -111,6 +111,8 @@ export class ServerPeerDevice extends DeviceBase {
   }
 }
 
+const QUIET_MS = 20;
+
 function isPeerId(value: number): boolean {
   return Number.isInteger(value) && value >= 0 && value <= 0xffff;
 }
@@ -141,14 +143,14 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
     const own: number[] = [];
     const peers = new Map<number, number[]>();
     let device: ServerPeerDevice | null = null;
-    let quietCheck: NodeJS.Immediate | null = null;
+    let quietCheck: NodeJS.Timeout | null = null;
 
     const failSetup = (error: IvshmemError | Error, fdToClose = -1): void => {
       if (fdToClose >= 0) native.close(fdToClose);
       if (stage === 'ready') return;
       stage = 'ready';
       clearTimeout(timer);
-      if (quietCheck) clearImmediate(quietCheck);
+      if (quietCheck) clearTimeout(quietCheck);
       signal?.removeEventListener('abort', aborted);
       socket.close();
       for (const f of own) native.close(f);
@@ -208,12 +210,14 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
               own.push(msgFd);
               if (own.length > 64) return violation('more than 64 vectors', -1);
               if (vectors !== undefined && own.length === vectors) return finish();
-              if (vectors === undefined && !quietCheck) {
-                // Our own fds come last in one burst: done once the socket has gone quiet.
-                quietCheck = setImmediate(() => {
+              if (vectors === undefined) {
+                // Our own fds come last, in one burst that may reach us in pieces: done once
+                // none has come for a moment. Passing `vectors` makes this exact and instant.
+                if (quietCheck) clearTimeout(quietCheck);
+                quietCheck = setTimeout(() => {
                   quietCheck = null;
                   finish();
-                });
+                }, QUIET_MS);
               }
               return;
             }

@@ -84,6 +84,20 @@ describe('openFile', () => {
     expect(error!.message).toContain('16384');
   });
 
+  it('grows an existing smaller file when creating, and never shrinks one', () => {
+    const path = tempShm('grow');
+    writeFileSync(path, Buffer.from('abc'));
+    const dev = openFile(path, { size: 8192, create: true });
+    expect(dev.size).toBe(8192);
+    expect(Buffer.from(dev.memory, 0, 4)).toEqual(Buffer.from([0x61, 0x62, 0x63, 0]));
+    dev.close();
+    const small = openFile(path, { size: 4096, create: true });
+    expect(small.size).toBe(4096);
+    small.close();
+    expect(openFile(path).size).toBe(8192);
+    expect(codeOf(() => openFile(tempShm('nosize'), { create: true }))).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
+  });
+
   it('refuses an empty file without a size', () => {
     const path = tempShm('empty');
     writeFileSync(path, '');

@@ -3,11 +3,12 @@ import { randomInt } from 'node:crypto';
 import { ChannelError } from '../channel/errors.js';
 import { RING_HEADER_SIZE, RING_MIN_CAPACITY, W_READER_CLOSED, W_WRITER_CLOSED } from '../channel/layout.js';
 import { ChannelReader } from '../channel/reader.js';
+import { formatRing } from '../channel/ring.js';
 import { deviceWaitStrategy, pollingWaitStrategy, type WaitStrategy } from '../channel/wait.js';
 import { ChannelWriter } from '../channel/writer.js';
 import type { Codec } from '../channel/codec.js';
 import type { Device } from '../device/types.js';
-import { fail, IvshmemError } from '../errors.js';
+import { fail, IvshmemError, type IvshmemErrorCode } from '../errors.js';
 import { ENTRY_STATE, NAME_MAX, PERIOD_MAX, PERIOD_MIN, SLOT, SLOT_STATE } from './layout.js';
 import { openRegion, ringArea, type Geometry, type RegionFormat } from './region.js';
 import { nameBytes, readEntry, readSlot, setEntryState, slotWords, writeEntry, writeSlot, type EntryCopy, type SlotCopy } from './slots.js';
@@ -58,9 +59,13 @@ export interface BusEvents {
   'peer-down': [peer: BusPeer, reason: PeerDownReason];
   /** A channel was opened to us and nobody was waiting in {@link Bus.accept} for its name. */
   channel: [channel: IncomingChannel];
-  /** This peer lost its slot (declared dead by the others while stalled); the bus is closed. */
+  /**
+   * This peer lost its slot (declared dead by the others while stalled, or freed by a hostile
+   * peer); the bus is closed. Emitted only when somebody listens: `close` carries it too.
+   */
   error: [error: Error];
-  close: [];
+  /** The bus closed: by {@link Bus.close} (no error), or because of `error`. */
+  close: [error?: Error];
 }
 
 interface Known {
@@ -85,6 +90,12 @@ interface Incoming {
   from: BusPeer;
   entry: EntryCopy;
   reader: ChannelReader<unknown> | null;
+}
+
+/** A reader of a channel whose writer left after closing it: it may read to EOF. */
+interface Draining {
+  reader: ChannelReader<unknown>;
+  slot: number;
 }
 
 interface AcceptWaiter {
@@ -115,6 +126,7 @@ export class Bus extends EventEmitter<BusEvents> {
   readonly #known = new Map<number, Known>();
   readonly #outgoing = new Map<number, Outgoing>();
   readonly #incoming = new Map<string, Incoming>();
+  readonly #draining = new Set<Draining>();
   readonly #waiters = new Set<AcceptWaiter>();
   readonly #stop = new AbortController();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -258,21 +270,25 @@ export class Bus extends EventEmitter<BusEvents> {
    */
   close(): void {
     if (this.#closed) return;
-    const words = slotWords(this.#memory, this.geometry, this.self.slot);
-    if (this.#memory.byteLength > 0 && Atomics.load(words, SLOT.owner / 4) === this.self.session) {
+    // Write nothing shared unless the slot, and so the section, is still ours.
+    if (this.#owned()) {
+      const words = slotWords(this.#memory, this.geometry, this.self.slot);
       Atomics.store(words, SLOT.state / 4, SLOT_STATE.leaving);
-    }
-    for (const out of this.#outgoing.values()) {
-      out.writer.close();
-      if (this.#memory.byteLength > 0) setEntryState(this.#memory, this.geometry, this.self.slot, out.entry, ENTRY_STATE.closed);
-    }
-    for (const incoming of this.#incoming.values()) incoming.reader?.close();
-    this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the bus was closed'));
-    if (this.#memory.byteLength > 0) {
+      for (const out of this.#outgoing.values()) {
+        out.writer.close();
+        setEntryState(this.#memory, this.geometry, this.self.slot, out.entry, ENTRY_STATE.closed);
+      }
+      for (const incoming of this.#incoming.values()) incoming.reader?.close();
+      for (const d of this.#draining) d.reader.close();
       Atomics.compareExchange(words, SLOT.owner / 4, this.self.session, 0);
       for (const k of this.#known.values()) this.#ring(k.peer);
     }
-    this.emit('close');
+    this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the bus was closed'), false);
+  }
+
+  #owned(): boolean {
+    if (this.#memory.byteLength === 0) return false;
+    return Atomics.load(slotWords(this.#memory, this.geometry, this.self.slot), SLOT.owner / 4) === this.self.session;
   }
 
   /** @internal Starts heartbeats, liveness checks and the control doorbell. */
@@ -304,25 +320,26 @@ export class Bus extends EventEmitter<BusEvents> {
 
   #beat(): void {
     if (this.#closed) return;
-    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'));
-    const words = slotWords(this.#memory, this.geometry, this.self.slot);
-    if (Atomics.load(words, SLOT.owner / 4) !== this.self.session) {
-      const error = busError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than two heartbeats?)`);
-      this.#shutdown(error);
-      this.emit('error', error);
-      return;
+    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
+    if (!this.#owned()) {
+      return this.#shutdown(
+        busError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than two heartbeats?)`),
+        true,
+      );
     }
+    const words = slotWords(this.#memory, this.geometry, this.self.slot);
     Atomics.store(words, SLOT.heartbeat / 4, (this.#heartbeat = (this.#heartbeat + 1) >>> 0));
   }
 
   // Looks at every slot: who came, who left, who went silent, and what they opened to us.
   #scan(): void {
     if (this.#closed) return;
-    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'));
+    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
     const now = performance.now();
     // After a stall of our own (a busy event loop, a paused VM) nobody's silence means anything.
     const stalled = now - this.#lastTick > this.#period;
     this.#lastTick = now;
+    this.#tidy();
     for (let i = 0; i < this.geometry.maxPeers; i++) {
       if (i === this.self.slot) continue;
       const copy = readSlot(this.#memory, this.geometry, i);
@@ -330,7 +347,7 @@ export class Bus extends EventEmitter<BusEvents> {
       if (known && (copy.owner !== known.peer.session || copy.state !== SLOT_STATE.up)) {
         this.#down(known, copy.owner === known.peer.session || copy.owner === 0 ? 'left' : 'replaced', false);
       }
-      if (copy.owner === 0 || copy.state !== SLOT_STATE.up) continue;
+      if (copy.owner === 0 || copy.state !== SLOT_STATE.up || copy.published !== copy.owner) continue;
       let k = this.#known.get(i);
       if (!k) {
         if (copy.problem) continue;
@@ -365,9 +382,14 @@ export class Bus extends EventEmitter<BusEvents> {
     for (const out of this.#outgoing.values()) if (out.to.slot === k.peer.slot && out.to.session === k.peer.session) out.writer.abandon(gone);
     for (const [key, incoming] of this.#incoming) {
       if (incoming.from.slot !== k.peer.slot || incoming.from.session !== k.peer.session) continue;
-      // A peer that left closed its writers first: let their readers drain to EOF.
-      if (reason !== 'left' || !incoming.reader) incoming.reader?.abandon(gone);
       this.#incoming.delete(key);
+      const reader = incoming.reader;
+      if (!reader) continue;
+      // A peer that left cleanly closed its writers first: their readers may drain to EOF, as
+      // long as nobody else takes the slot and its section. Any other channel ends now.
+      const ring = new Uint32Array(this.#memory, incoming.entry.ringOffset, RING_HEADER_SIZE / 4);
+      if (reason === 'left' && Atomics.load(ring, W_WRITER_CLOSED) !== 0 && !reader.done) this.#draining.add({ reader, slot: k.peer.slot });
+      else reader.abandon(gone);
     }
     if (reclaim) {
       // Free the slot for the next peer; the CAS fails harmlessly if another observer was first.
@@ -376,18 +398,40 @@ export class Bus extends EventEmitter<BusEvents> {
     this.emit('peer-down', k.peer, reason);
   }
 
+  // Forgets channels that are over, and ends drains whose section has a new owner.
+  #tidy(): void {
+    for (const [key, incoming] of this.#incoming) {
+      const r = incoming.reader;
+      if (r && (r.done || r.failure)) this.#incoming.delete(key);
+    }
+    for (const d of this.#draining) {
+      if (d.reader.done || d.reader.failure) {
+        this.#draining.delete(d);
+      } else if (Atomics.load(slotWords(this.#memory, this.geometry, d.slot), SLOT.owner / 4) !== 0) {
+        d.reader.abandon(new ChannelError('ERR_IVSHMEM_PEER_GONE', 'channel: its writer left and another peer took its place before it was read to the end'));
+        this.#draining.delete(d);
+      }
+    }
+  }
+
   #scanDirectory(k: Known): void {
     const minRing = RING_HEADER_SIZE + RING_MIN_CAPACITY;
+    const live = new Set<string>();
     for (let e = 0; e < this.geometry.entries; e++) {
       const entry = readEntry(this.#memory, this.geometry, k.peer.slot, e, minRing);
       if (entry.state !== ENTRY_STATE.open || entry.destinationSlot !== this.self.slot || entry.destinationSession !== this.self.session) continue;
       const key = `${k.peer.slot}:${k.peer.session}:${e}:${entry.serial}`;
+      live.add(key);
       if (this.#incoming.has(key)) continue;
       // An entry we cannot use is skipped, not fatal: the peer's other channels may be fine.
       if (entry.problem) continue;
       const incoming: Incoming = { key, from: k.peer, entry, reader: null };
       this.#incoming.set(key, incoming);
       this.#offer(incoming);
+    }
+    // Offers nobody took whose entry has gone (the writer gave up on them) are withdrawn.
+    for (const [key, incoming] of this.#incoming) {
+      if (incoming.from.slot === k.peer.slot && !incoming.reader && !live.has(key)) this.#incoming.delete(key);
     }
   }
 
@@ -412,13 +456,21 @@ export class Bus extends EventEmitter<BusEvents> {
   #take<T>(incoming: Incoming, options: { codec?: Codec<T>; spin?: number }): ChannelReader<T> {
     if (incoming.reader) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel '${incoming.entry.name}' from '${incoming.from.name}' was already accepted`);
     const { entry, from } = incoming;
-    const reader = new ChannelReader<T>(this.#memory, {
-      offset: entry.ringOffset,
-      size: entry.ringSize,
-      codec: options.codec,
-      spin: options.spin,
-      wait: this.#waitStrategy(from, entry.vector),
-    });
+    let reader: ChannelReader<T>;
+    try {
+      reader = new ChannelReader<T>(this.#memory, {
+        offset: entry.ringOffset,
+        size: entry.ringSize,
+        codec: options.codec,
+        spin: options.spin,
+        wait: this.#waitStrategy(from, entry.vector),
+      });
+    } catch (error) {
+      if (!(error instanceof ChannelError)) throw error;
+      // A ring the writer corrupted: hand over a reader that fails on first use, so that a
+      // hostile peer cannot make a 'channel' listener throw out of our scan.
+      reader = failedReader<T>(error, options.codec);
+    }
     incoming.reader = reader as ChannelReader<unknown>;
     return reader;
   }
@@ -503,18 +555,31 @@ export class Bus extends EventEmitter<BusEvents> {
   }
 
   #assertOpen(): void {
+    if (!this.#closed && this.#memory.byteLength === 0) this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
     if (this.#closed) throw busError('ERR_IVSHMEM_CLOSED', 'the bus is closed');
   }
 
-  #shutdown(reason: Error): void {
+  // `failed`: the bus ends on its own (evicted, device closed), not by close().
+  #shutdown(reason: Error, failed: boolean): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     this.#stop.abort(reason);
-    const gone = new ChannelError('ERR_IVSHMEM_CLOSED', `channel: ${reason.message}`);
+    const gone = new ChannelError(reason instanceof IvshmemError ? (reason.code as IvshmemErrorCode) : 'ERR_IVSHMEM_CLOSED', `channel: ${reason.message}`);
     for (const out of this.#outgoing.values()) out.writer.abandon(gone);
     for (const incoming of this.#incoming.values()) incoming.reader?.abandon(gone);
+    for (const d of this.#draining) d.reader.abandon(gone);
+    if (failed && this.listenerCount('error') > 0) this.emit('error', reason);
+    this.emit('close', failed ? reason : undefined);
   }
+}
+
+function failedReader<T>(error: ChannelError, codec: Codec<T> | undefined): ChannelReader<T> {
+  const scratch = new ArrayBuffer(RING_HEADER_SIZE + RING_MIN_CAPACITY);
+  formatRing(scratch, { capacity: RING_MIN_CAPACITY });
+  const reader = new ChannelReader<T>(scratch, { codec });
+  reader.abandon(error);
+  return reader;
 }
 
 function align128(n: number): number {
@@ -583,6 +648,8 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
   // Our section may hold a previous owner's directory.
   for (let e = 0; e < geometry.entries; e++) setEntryState(memory, geometry, slot, e, ENTRY_STATE.free);
   Atomics.store(words, SLOT.state / 4, SLOT_STATE.up);
+  // Last: until `published` equals `owner`, the other fields may still be a previous owner's.
+  Atomics.store(words, SLOT.published / 4, session);
 
   const self: BusPeer = Object.freeze({ slot, session, name, deviceId, vectors });
   const bus = new Bus(device, geometry, self, { period, capacity });

@@ -54,6 +54,8 @@ export const SLOT = {
   directoryGeneration: 24,
   nameLength: 28,
   name: 32,
+  /** The owner's session, stored last when joining: the slot's fields are the owner's own once it equals `owner`. */
+  published: 96,
 } as const;
 
 /** Slot states. */

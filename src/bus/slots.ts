@@ -9,6 +9,7 @@ const encoder = new TextEncoder();
 /** A validated copy of one peer slot. `problem` says why a slot in use is unusable. */
 export interface SlotCopy {
   owner: number;
+  published: number;
   state: number;
   deviceId: number | null;
   vectors: number;
@@ -46,6 +47,7 @@ export function readSlot(memory: ArrayBuffer, g: Geometry, i: number): SlotCopy 
   const base = slotOffset(g, i);
   const live = words(memory, base, SLOT_SIZE);
   const owner = Atomics.load(live, SLOT.owner / 4);
+  const published = Atomics.load(live, SLOT.published / 4);
   const state = Atomics.load(live, SLOT.state / 4);
   const c = live.slice(0, SLOT.name / 4);
   const rawDevice = c[SLOT.deviceId / 4]!;
@@ -60,6 +62,7 @@ export function readSlot(memory: ArrayBuffer, g: Geometry, i: number): SlotCopy 
   else if (nameLength > NAME_MAX) problem = `name length ${nameLength}`;
   return {
     owner,
+    published,
     state,
     deviceId: rawDevice === NO_DOORBELL ? null : rawDevice,
     vectors,

@@ -45,6 +45,49 @@ function nextEvent<T extends unknown[]>(bus: Bus, event: 'peer-up' | 'peer-down'
   });
 }
 
+describe('the bus lifecycle', () => {
+  it('survives losing its slot with no error listener, and says why on close', async () => {
+    const path = tempFile();
+    const dev = file(path);
+    const bus = await attach(dev, { name: 'victim', heartbeat: 20 });
+    const closed = new Promise<Error | undefined>((resolve) => bus.once('close', resolve));
+    // A hostile (or impatient) peer frees our slot.
+    new Uint32Array(dev.memory)[(bus.geometry.tableOffset + bus.self.slot * 256) / 4] = 0;
+    const reason = await closed;
+    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_EVICTED' });
+    expect(bus.closed).toBe(true);
+    expect(() => bus.open('x', 'y')).toThrow(/bus is closed/);
+  });
+
+  it('closes cleanly after its device was closed', async () => {
+    const path = tempFile();
+    const dev = openFile(path);
+    const bus = await attach(dev, { name: 'orphan' });
+    dev.close();
+    expect(() => bus.open('anyone', 'x')).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CLOSED' }));
+    expect(() => bus.close()).not.toThrow();
+  });
+
+  it('hands over a failing reader, not a throw, for a channel whose ring its writer corrupted', async () => {
+    const path = tempFile();
+    const a = await join(file(path), 'a');
+    const b = await join(file(path), 'b');
+    const got = new Promise<unknown>((resolve) => {
+      b.on('channel', (ch) => {
+        const reader = ch.accept();
+        reader.receive().then(resolve, resolve);
+      });
+    });
+    const devA = file(path);
+    const w = a.open(await a.waitForPeer('b'), 'bad');
+    // Scribble over the ring header's magic before b looks at it.
+    const entry = new Uint32Array(devA.memory, a.geometry.sectionsOffset + a.self.slot * a.geometry.sectionSize, 32);
+    new Uint32Array(devA.memory, entry[4]!, 4)[0] = 0xdeadbeef;
+    void w;
+    expect(await got).toMatchObject({ name: 'ChannelError', code: 'ERR_IVSHMEM_CHANNEL_CORRUPT' });
+  });
+});
+
 describe('the region', () => {
   it('is formatted by the first peer and joined by the next, who share one geometry', async () => {
     const path = tempFile();
@@ -231,6 +274,26 @@ describe('liveness', () => {
     await again.event('ready');
     const back = await me.waitForPeer('echo');
     expect(back.session).not.toBe(echo.session);
+  });
+
+  it('ends a dead peer\'s channels even for an observer that only sees its slot freed by another', async () => {
+    const path = tempFile();
+    const slow = await join(file(path), 'slow', 2000);
+    const fast = await join(file(path), 'fast', 40);
+    const child = busPeer('file', path, 'echo', 100);
+    await child.event('ready');
+    const echo = await slow.waitForPeer('echo');
+    const ping = slow.open(echo, 'ping', { codec: utf8Codec });
+    const pong = await slow.accept('pong', { from: echo, codec: utf8Codec });
+    await ping.send('hi');
+    expect(await pong.receive()).toBe('HI');
+    const pending = pong.receive();
+    const fastSaw = nextEvent<[BusPeer, string]>(fast, 'peer-down', (p) => p.name === 'echo');
+    const slowSaw = nextEvent<[BusPeer, string]>(slow, 'peer-down', (p) => p.name === 'echo');
+    child.kill();
+    expect((await fastSaw)[1]).toBe('heartbeat');
+    expect((await slowSaw)[1]).toBe('left');
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
   });
 
   it('lets others see a clean leave as "left", with channels drained to EOF', async () => {

@@ -28,8 +28,8 @@ async function join(device: Device, name: string, heartbeat = 100): Promise<Bus>
   return bus;
 }
 
-function busPeer(kind: 'server' | 'file', where: string, name: string, heartbeat = 100): PeerProcess {
-  const p = new PeerProcess(['bus', kind, where, name, String(heartbeat)]);
+function busPeer(kind: 'server' | 'file' | 'file-id', where: string, name: string, heartbeat = 100, id?: number): PeerProcess {
+  const p = new PeerProcess(['bus', kind, where, name, String(heartbeat), ...(id === undefined ? [] : [String(id)])]);
   cleanup.push(() => (p.kill(), p.exit().catch(() => {})));
   return p;
 }
@@ -294,6 +294,27 @@ describe('liveness', () => {
     expect((await fastSaw)[1]).toBe('heartbeat');
     expect((await slowSaw)[1]).toBe('left');
     await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
+  });
+
+  it('takes a restarted peer with the same ivshmem ID as a new session at once, replacing the dead one', async () => {
+    const path = tempFile();
+    const me = await join(file(path), 'me', 5000);
+    const first = busPeer('file-id', path, 'guest', 5000, 7);
+    await first.event('ready');
+    const old = await me.waitForPeer('guest');
+    expect(old.deviceId).toBe(7);
+    const ping = me.open(old, 'ping', { codec: utf8Codec });
+    first.kill();
+    // Long heartbeats: nobody has noticed the death when the same ID comes back.
+    const down = nextEvent<[BusPeer, string]>(me, 'peer-down');
+    const second = busPeer('file-id', path, 'guest', 5000, 7);
+    const ready = await second.event('ready');
+    const [gone, reason] = await down;
+    expect(gone.session).toBe(old.session);
+    expect(['replaced', 'left']).toContain(reason);
+    const back = await me.waitForPeer('guest');
+    expect(back.session).toBe(ready.session);
+    await expect(ping.send('to the old one?')).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PEER_GONE' });
   });
 
   it('lets others see a clean leave as "left", with channels drained to EOF', async () => {

@@ -127,6 +127,8 @@ export class Bus extends EventEmitter<BusEvents> {
   readonly #outgoing = new Map<number, Outgoing>();
   readonly #incoming = new Map<string, Incoming>();
   readonly #draining = new Set<Draining>();
+  /** Keys of every entry offered so far and still in its owner's directory: never offered twice. */
+  readonly #seen = new Set<string>();
   readonly #waiters = new Set<AcceptWaiter>();
   readonly #stop = new AbortController();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -378,6 +380,8 @@ export class Bus extends EventEmitter<BusEvents> {
   #down(k: Known, reason: PeerDownReason, reclaim: boolean): void {
     if (this.#known.get(k.peer.slot) !== k) return;
     this.#known.delete(k.peer.slot);
+    const prefix = `${k.peer.slot}:${k.peer.session}:`;
+    for (const key of this.#seen) if (key.startsWith(prefix)) this.#seen.delete(key);
     const gone = new ChannelError('ERR_IVSHMEM_PEER_GONE', `channel: peer '${k.peer.name}' (slot ${k.peer.slot}) is down: ${reason}`);
     for (const out of this.#outgoing.values()) if (out.to.slot === k.peer.slot && out.to.session === k.peer.session) out.writer.abandon(gone);
     for (const [key, incoming] of this.#incoming) {
@@ -422,10 +426,11 @@ export class Bus extends EventEmitter<BusEvents> {
       if (entry.state !== ENTRY_STATE.open || entry.destinationSlot !== this.self.slot || entry.destinationSession !== this.self.session) continue;
       const key = `${k.peer.slot}:${k.peer.session}:${e}:${entry.serial}`;
       live.add(key);
-      if (this.#incoming.has(key)) continue;
+      if (this.#seen.has(key)) continue;
       // An entry we cannot use is skipped, not fatal: the peer's other channels may be fine.
       if (entry.problem) continue;
       const incoming: Incoming = { key, from: k.peer, entry, reader: null };
+      this.#seen.add(key);
       this.#incoming.set(key, incoming);
       this.#offer(incoming);
     }
@@ -433,6 +438,8 @@ export class Bus extends EventEmitter<BusEvents> {
     for (const [key, incoming] of this.#incoming) {
       if (incoming.from.slot === k.peer.slot && !incoming.reader && !live.has(key)) this.#incoming.delete(key);
     }
+    const prefix = `${k.peer.slot}:${k.peer.session}:`;
+    for (const key of this.#seen) if (key.startsWith(prefix) && !live.has(key)) this.#seen.delete(key);
   }
 
   #offer(incoming: Incoming): void {

@@ -167,6 +167,27 @@ describe('channels between peers', () => {
     expect(replies[999]).toBe('hi 999');
   });
 
+  it('offers each channel once, also after it ended and the writer opened others', async () => {
+    const path = tempFile();
+    const a = await join(file(path), 'a');
+    const b = await join(file(path), 'b');
+    const offered: string[] = [];
+    b.on('channel', (ch) => {
+      offered.push(ch.name);
+      void (async () => {
+        for await (const _ of ch.accept()) void _;
+      })();
+    });
+    const peer = await a.waitForPeer('b');
+    for (const name of ['one', 'two', 'three']) {
+      const w = a.open(peer, name);
+      await w.send(new Uint8Array([1]));
+      w.close();
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    expect(offered).toEqual(['one', 'two', 'three']);
+  });
+
   it('delivers channels opened before anyone accepts, through the channel event', async () => {
     const path = tempFile();
     const a = await join(file(path), 'a');

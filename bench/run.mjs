@@ -16,6 +16,9 @@ import { native } from '../dist/native.js';
 const SIZES = (process.env.BENCH_SIZES ?? '64,1024,4096,65536').split(',').map(Number);
 const DURATION = Number(process.env.BENCH_MS ?? 500); // per throughput run
 const ROUND_TRIPS = Number(process.env.BENCH_ROUND_TRIPS ?? 2000);
+// BENCH_ONLY=shm,unix,tcp,port,copy,doorbell runs a subset (for comparing variants quickly).
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : null;
+const wanted = (name) => !ONLY || ONLY.has(name);
 const CAPACITY = 1 << 20; // ring data area for throughput runs
 const PEER = new URL('./peer.mjs', import.meta.url).pathname;
 const tag = `${process.pid}`;
@@ -255,47 +258,55 @@ console.log(`ivshmem bench: node ${process.version}, ${cpus().length} CPUs (${cp
 try {
   for (const size of SIZES) {
     const row = (results[size] = {});
-    row.shm = { ...rate(await shmThroughput(size)), ...(await shmRoundTrip(size)) };
-    row.unix = { ...rate(await socketThroughput('unix', size)), ...(await socketRoundTrip('unix', size)) };
-    row.tcp = { ...rate(await socketThroughput('tcp', size)), ...(await socketRoundTrip('tcp', size)) };
-    row.port = { ...rate(await portThroughput(size)), ...(await portRoundTrip(size)) };
-    row.copy = copyCeiling(size);
+    if (wanted('shm')) row.shm = { ...rate(await shmThroughput(size)), ...(await shmRoundTrip(size)) };
+    if (wanted('unix')) row.unix = { ...rate(await socketThroughput('unix', size)), ...(await socketRoundTrip('unix', size)) };
+    if (wanted('tcp')) row.tcp = { ...rate(await socketThroughput('tcp', size)), ...(await socketRoundTrip('tcp', size)) };
+    if (wanted('port')) row.port = { ...rate(await portThroughput(size)), ...(await portRoundTrip(size)) };
+    if (wanted('copy')) row.copy = copyCeiling(size);
     console.log(`\n${size} B messages`);
     console.log('  transport        msg/s       MB/s    RTT p50 µs  RTT p99 µs');
     for (const [name, r] of Object.entries(row)) {
       if (name === 'copy') continue;
       console.log(`  ${name.padEnd(10)} ${fmt(r.msgs).padStart(10)} ${r.mbs.toFixed(0).padStart(10)} ${r.p50.toFixed(1).padStart(13)} ${r.p99.toFixed(1).padStart(11)}`);
     }
-    console.log(`  copy ceiling            ${row.copy.mbs.toFixed(0).padStart(10)}`);
-    console.log(
-      `  ratios: shm/unix msg/s ${(row.shm.msgs / row.unix.msgs).toFixed(1)}x, shm/tcp ${(row.shm.msgs / row.tcp.msgs).toFixed(1)}x, shm/port ${(row.shm.msgs / row.port.msgs).toFixed(1)}x, shm/copy ceiling ${((100 * row.shm.mbs) / row.copy.mbs).toFixed(0)}%, RTT unix/shm ${(row.unix.p50 / row.shm.p50).toFixed(1)}x`,
-    );
+    if (row.copy) console.log(`  copy ceiling            ${row.copy.mbs.toFixed(0).padStart(10)}`);
+    const ratios = [];
+    if (row.shm && row.unix) ratios.push(`shm/unix msg/s ${(row.shm.msgs / row.unix.msgs).toFixed(1)}x`);
+    if (row.shm && row.tcp) ratios.push(`shm/tcp ${(row.shm.msgs / row.tcp.msgs).toFixed(1)}x`);
+    if (row.shm && row.port) ratios.push(`shm/port ${(row.shm.msgs / row.port.msgs).toFixed(1)}x`);
+    if (row.shm && row.copy) ratios.push(`shm/copy ceiling ${((100 * row.shm.mbs) / row.copy.mbs).toFixed(0)}%`);
+    if (row.shm && row.unix) ratios.push(`RTT unix/shm ${(row.unix.p50 / row.shm.p50).toFixed(1)}x`);
+    if (ratios.length > 0) console.log(`  ratios: ${ratios.join(', ')}`);
   }
 
-  console.log('\nDoorbell wake-ups (ivshmem server, eventfds; 64 B; every message sleeps and is rung awake)');
-  // Wake-up latency in a VM swings with what the host does; alternate the two and keep the
-  // run with the median p50 of each.
-  const runs = { efd: [], bell: [] };
-  for (let i = 0; i < 3; i++) {
-    runs.efd.push(await eventfdPingPong());
-    runs.bell.push(await shmRoundTrip(64, { spin: 0 }));
+  let bell = null;
+  let efd = null;
+  if (wanted('doorbell')) {
+    console.log('\nDoorbell wake-ups (ivshmem server, eventfds; 64 B; every message sleeps and is rung awake)');
+    // Wake-up latency in a VM swings with what the host does; alternate the two and keep the
+    // run with the median p50 of each.
+    const runs = { efd: [], bell: [] };
+    for (let i = 0; i < 3; i++) {
+      runs.efd.push(await eventfdPingPong());
+      runs.bell.push(await shmRoundTrip(64, { spin: 0 }));
+    }
+    const median = (list) => list.sort((a, b) => a.p50 - b.p50)[1];
+    console.log(`  p50 per run: eventfd ${runs.efd.map((r) => r.p50.toFixed(0)).join(' / ')} µs, ring ${runs.bell.map((r) => r.p50.toFixed(0)).join(' / ')} µs`);
+    efd = median(runs.efd);
+    bell = median(runs.bell);
+    const bellSpin = await shmRoundTrip(64, { spin: 50 });
+    console.log(`  bare eventfd ping-pong      p50 ${efd.p50.toFixed(1)} µs  p99 ${efd.p99.toFixed(1)} µs`);
+    console.log(`  ring + doorbell, no spin    p50 ${bell.p50.toFixed(1)} µs  p99 ${bell.p99.toFixed(1)} µs`);
+    console.log(`  ring + doorbell, 50 µs spin p50 ${bellSpin.p50.toFixed(1)} µs  p99 ${bellSpin.p99.toFixed(1)} µs`);
+    results.doorbell = { eventfd: efd, ring: bell, ringSpin: bellSpin };
   }
-  const median = (list) => list.sort((a, b) => a.p50 - b.p50)[1];
-  console.log(`  p50 per run: eventfd ${runs.efd.map((r) => r.p50.toFixed(0)).join(' / ')} µs, ring ${runs.bell.map((r) => r.p50.toFixed(0)).join(' / ')} µs`);
-  const efd = median(runs.efd);
-  const bell = median(runs.bell);
-  const bellSpin = await shmRoundTrip(64, { spin: 50 });
-  console.log(`  bare eventfd ping-pong      p50 ${efd.p50.toFixed(1)} µs  p99 ${efd.p99.toFixed(1)} µs`);
-  console.log(`  ring + doorbell, no spin    p50 ${bell.p50.toFixed(1)} µs  p99 ${bell.p99.toFixed(1)} µs`);
-  console.log(`  ring + doorbell, 50 µs spin p50 ${bellSpin.p50.toFixed(1)} µs  p99 ${bellSpin.p99.toFixed(1)} µs`);
-  results.doorbell = { eventfd: efd, ring: bell, ringSpin: bellSpin };
 
   const r64 = results[64];
   const r4k = results[4096];
   console.log('\nTargets');
-  if (r64) console.log(`  64 B msg/s vs Unix socket:        ${(r64.shm.msgs / r64.unix.msgs).toFixed(1)}x (target >= 20x)`);
-  if (r4k) console.log(`  4 KiB MB/s vs copy ceiling:        ${((100 * r4k.shm.mbs) / r4k.copy.mbs).toFixed(0)}% (target >= 80%)`);
-  console.log(`  doorbell RTT vs eventfd ping-pong: ${(bell.p50 / efd.p50).toFixed(2)}x (target <= 1.2x)`);
+  if (r64?.shm && r64.unix) console.log(`  64 B msg/s vs Unix socket:        ${(r64.shm.msgs / r64.unix.msgs).toFixed(1)}x (target >= 20x)`);
+  if (r4k?.shm && r4k.copy) console.log(`  4 KiB MB/s vs copy ceiling:        ${((100 * r4k.shm.mbs) / r4k.copy.mbs).toFixed(0)}% (target >= 80%)`);
+  if (bell) console.log(`  doorbell RTT vs eventfd ping-pong: ${(bell.p50 / efd.p50).toFixed(2)}x (target <= 1.2x)`);
   console.log(`\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   if (process.env.BENCH_JSON) console.log(JSON.stringify(results));
 } finally {

@@ -1,3 +1,4 @@
+import { bytesCodec, type Codec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
 import {
   RECORD_TYPE_MAX,
@@ -48,6 +49,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   #tailLo: number; // last validated tail seen
   #rung = -1;
   #closed = false;
+  readonly #bytes: boolean;
+  readonly #u8: Uint8Array; // the data area as a plain Uint8Array, for the bytes codec
   // The record found by #next(): its length, type and size in the ring.
   #length = 0;
   #type = 0;
@@ -56,6 +59,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   /** Attaches to the ring at `options.offset` (formatting it first with `format: true`). */
   constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
     super(memory, options, W_CONSUMER_WAIT);
+    this.#bytes = this.codec === (bytesCodec as unknown as Codec<T>);
+    this.#u8 = new Uint8Array(this.data.buffer, this.data.byteOffset, this.data.byteLength);
     const u32 = this.u32;
     this.#headLo = u32[W_HEAD_LO]!;
     this.#headHi = u32[W_HEAD_HI]!;
@@ -177,7 +182,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     const length = this.#length;
     const type = this.#type;
     const stride = this.#stride;
-    const value = this.codec.decode(this.data, at + 8, length, type);
+    // The bytes codec is built in: one copying slice of a Uint8Array view (a Buffer's slice
+    // would be a view, and allocate-then-set costs two allocations).
+    const value = this.#bytes ? (this.#u8.slice(at + 8, at + 8 + length) as T) : this.codec.decode(this.data, at + 8, length, type);
     this.#verify(at, length, type);
     // An honest writer never moves the tail back over unread records: if it did while we
     // copied, the copy may be torn, so it is refused before it is handed over.

@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { fail } from '../errors.js';
+import { bytesCodec, type Codec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
 import {
   RECORD_TYPE_MAX,
@@ -42,6 +43,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   #headLo: number; // last validated head seen
   #rung = -1; // the consumer wait sequence last rung, so one sleep gets one doorbell
   #into: boolean;
+  readonly #bytes: boolean; // the built-in bytes codec: copied without calls through the codec
   #pad = 0; // padding bytes the last reserve() put before its record
   #claim = -1; // data index of an open claim, or -1
   #claimSize = 0;
@@ -51,6 +53,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
     super(memory, options, W_PRODUCER_WAIT);
     this.#into = typeof this.codec.encodeInto === 'function' && typeof this.codec.maxSize === 'function';
+    this.#bytes = this.codec === (bytesCodec as unknown as Codec<T>);
     const u32 = this.u32;
     this.#tailLo = u32[W_TAIL_LO]!;
     this.#tailHi = u32[W_TAIL_HI]!;
@@ -89,8 +92,8 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
    */
   trySend(value: T, type = 0): boolean {
     this.#usable(type);
-    if (!this.#write(value, type)) return false;
-    this.#wake();
+    if (!this.#put(value, type)) return false;
+    this.#flush();
     return true;
   }
 
@@ -99,8 +102,8 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     try {
       const type = options?.type ?? 0;
       this.#usable(type);
-      if (this.#write(value, type)) {
-        this.#wake();
+      if (this.#put(value, type)) {
+        this.#flush();
         return RESOLVED;
       }
       return this.#sendSlow(value, type, options?.signal);
@@ -110,8 +113,8 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   }
 
   async #sendSlow(value: T, type: number, signal: AbortSignal | undefined): Promise<void> {
-    await this.until(() => this.#usable(type) && this.#write(value, type), signal);
-    this.#wake();
+    await this.until(() => this.#usable(type) && this.#put(value, type), signal);
+    this.#flush();
   }
 
   /**
@@ -119,20 +122,69 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
    * most once per such batch. On abort or error, the values before the failing one were sent;
    * the returned count on success is `values.length`.
    */
-  async sendBatch(values: Iterable<T>, options?: SendOptions): Promise<number> {
-    const type = options?.type ?? 0;
-    this.#usable(type);
-    // Publish at least every quarter ring: holding more back would leave the reader idle
-    // while this end fills the ring, and this end idle while the reader empties it.
+  sendBatch(values: Iterable<T>, options?: SendOptions): Promise<number> {
+    try {
+      const type = options?.type ?? 0;
+      this.#usable(type);
+      if (!Array.isArray(values)) return this.#sendIterable(values, type, options?.signal);
+      const list = values as readonly T[];
+      const next = this.#putMany(list, 0, type);
+      if (next === list.length) return Promise.resolve(next);
+      return this.#sendArraySlow(list, next, type, options?.signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  async #sendArraySlow(list: readonly T[], next: number, type: number, signal: AbortSignal | undefined): Promise<number> {
+    while (next < list.length) {
+      await this.until(() => {
+        this.#usable(type);
+        const moved = this.#putMany(list, next, type);
+        const progress = moved > next;
+        next = moved;
+        return progress;
+      }, signal);
+      next = this.#putMany(list, next, type);
+    }
+    return list.length;
+  }
+
+  /**
+   * Writes `list[from..]` until the ring is full and returns the index of the first value not
+   * sent. Publishes at least every quarter ring (holding more back would leave the reader idle
+   * while this end fills the ring, and this end idle while the reader empties it), and
+   * everything written before returning, also when a codec throws.
+   */
+  #putMany(list: readonly T[], from: number, type: number): number {
+    const publishEvery = this.capacity >>> 2;
+    const n = list.length;
+    let published = this.#tailLo;
+    let i = from;
+    try {
+      for (; i < n; i++) {
+        if (!this.#put(list[i]!, type)) break;
+        if (((this.#tailLo - published) >>> 0) >= publishEvery) {
+          this.#flush();
+          published = this.#tailLo;
+        }
+      }
+    } finally {
+      if (this.#tailLo !== published) this.#flush();
+    }
+    return i;
+  }
+
+  async #sendIterable(values: Iterable<T>, type: number, signal: AbortSignal | undefined): Promise<number> {
     const publishEvery = this.capacity >>> 2;
     let sent = 0;
     let published = this.#tailLo;
     try {
       for (const value of values) {
-        if (!this.#write(value, type, false)) {
+        if (!this.#put(value, type)) {
           this.#flush();
           published = this.#tailLo;
-          await this.until(() => this.#usable(type) && this.#write(value, type, false), options?.signal);
+          await this.until(() => this.#usable(type) && this.#put(value, type), signal);
         }
         sent++;
         if (((this.#tailLo - published) >>> 0) >= publishEvery) {
@@ -234,14 +286,29 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     }
   }
 
-  // Encodes and writes one record; false (nothing written) when there is no room yet.
-  #write(value: T, type: number, publish = true): boolean {
+  /**
+   * Encodes and writes one record without publishing it; false (nothing written) when there is
+   * no room yet. The bytes codec is built in: no calls through the codec object, and the
+   * payload is its own size bound.
+   */
+  #put(value: T, type: number): boolean {
+    if (!this.#bytes) return this.#putCodec(value, type);
+    const length = (value as Uint8Array).byteLength;
+    this.#checkSize(length);
+    const at = this.#reserve(length);
+    if (at < 0) return false;
+    this.data.set(value as Uint8Array, at + 8);
+    this.#append(at, length, type);
+    return true;
+  }
+
+  #putCodec(value: T, type: number): boolean {
     const codec = this.codec;
     let at: number;
     let length: number;
     if (this.#into) {
       const max = codec.maxSize!(value);
-      if (max > this.maxMessageSize) return this.#writeOversized(value, type, max, publish);
+      if (max > this.maxMessageSize) return this.#writeOversized(value, type, max);
       this.#checkSize(max);
       at = this.#reserve(max);
       if (at < 0) return false;
@@ -257,14 +324,13 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
       if (at < 0) return false;
       this.data.set(bytes, at + 8);
     }
-    if (publish) this.#record(at, length, type);
-    else this.#append(at, length, type);
+    this.#append(at, length, type);
     return true;
   }
 
   // A codec's bound may exceed the ring when the real payload fits (UTF-8 reserves 3 bytes per
   // character): encode into scratch memory to learn the real size. Rare, so it may allocate.
-  #writeOversized(value: T, type: number, max: number, publish: boolean): boolean {
+  #writeOversized(value: T, type: number, max: number): boolean {
     if (!Number.isSafeInteger(max) || max > 2 ** 31) this.#checkSize(max);
     const scratch = Buffer.allocUnsafe(max);
     const length = this.codec.encodeInto!(value, scratch, 0);
@@ -275,8 +341,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     const at = this.#reserve(length);
     if (at < 0) return false;
     scratch.copy(this.data, at + 8, 0, length);
-    if (publish) this.#record(at, length, type);
-    else this.#append(at, length, type);
+    this.#append(at, length, type);
     return true;
   }
 

@@ -234,6 +234,53 @@ describe('zero-copy and batches', () => {
   });
 });
 
+describe('batch fast paths', () => {
+  it('sends arrays and other iterables larger than the ring, in order, with backpressure', async () => {
+    for (const iterable of [false, true]) {
+      const { writer, reader } = createChannel(new ArrayBuffer(ringSize(256)));
+      const values = Array.from({ length: 300 }, (_, i) => bytes(i & 0xff, i >> 8, 1, 2, 3, 4, 5, 6, 7));
+      const got: number[] = [];
+      const receiving = (async () => {
+        for await (const m of reader) got.push(m[0]! | (m[1]! << 8));
+      })();
+      const source = iterable ? (function* () { yield* values; })() : values;
+      expect(await writer.sendBatch(source, { type: 3 })).toBe(300);
+      writer.close();
+      await receiving;
+      expect(got).toEqual(values.map((_, i) => i));
+    }
+  });
+
+  it('publishes what it sent before an abort while the ring is full', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(256)));
+    const values = Array.from({ length: 40 }, (_, i) => bytes(i));
+    const abort = new AbortController();
+    const sending = writer.sendBatch(values, { signal: abort.signal });
+    setTimeout(() => abort.abort(new Error('enough')), 5);
+    await expect(sending).rejects.toThrow('enough');
+    const got: number[] = [];
+    reader.drain((b, o) => got.push(b[o]!));
+    expect(got).toEqual(values.slice(0, 16).map((v) => v[0]));
+  });
+
+  it('refuses a value that is not bytes without sending the ones after it', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(256)));
+    await expect(writer.sendBatch([bytes(1), 'no' as unknown as Uint8Array, bytes(2)])).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' });
+    expect(reader.tryReceive()).toEqual(bytes(1));
+    expect(reader.tryReceive()).toBeUndefined();
+  });
+
+  it('receives bytes as plain Uint8Array copies', () => {
+    const memory = new ArrayBuffer(ringSize(256));
+    const { writer, reader } = createChannel(memory);
+    writer.trySend(Buffer.from([4, 5, 6]));
+    const got = reader.tryReceive()!;
+    expect(got.constructor).toBe(Uint8Array);
+    new Uint8Array(memory).fill(0);
+    expect([...got]).toEqual([4, 5, 6]);
+  });
+});
+
 describe('waiting, EOF and closing', () => {
   it('applies backpressure and delivers everything in order', async () => {
     const { writer, reader } = createChannel<string>(new ArrayBuffer(ringSize(256)), { codec: utf8Codec });

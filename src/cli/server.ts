@@ -11,6 +11,7 @@ const specs: FlagSpec[] = [
   { short: 'm', long: 'dir', value: true, help: 'create the shared memory file in this directory (e.g. a hugetlbfs mount)' },
   { long: 'reuse-shm', value: false, help: 'keep the contents of an existing shared memory file' },
   { long: 'keep-shm', value: false, help: 'leave the shared memory file in place on exit' },
+  { long: 'max-peers', value: true, help: 'peers served at once, 1..65536 (default 65536)' },
   { short: 'p', long: 'pidfile', value: true, help: 'write the process ID to this file' },
   { short: 'F', long: 'foreground', value: false, help: 'accepted for QEMU compatibility: the server always runs in the foreground' },
   { short: 'v', long: 'verbose', value: false, help: 'also print the peer table after each change' },
@@ -52,6 +53,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     shm: shmPath(flags),
     reuseShm: flags['reuse-shm'] === true,
     keepShm: flags['keep-shm'] === true,
+    maxPeers: flags['max-peers'] === undefined ? undefined : Number(flags['max-peers']),
   });
   server.on('log', (line) => console.log(`${stamp()} ${line}`));
   if (flags.verbose) {

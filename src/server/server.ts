@@ -21,6 +21,8 @@ export interface ServerOptions {
   reuseShm?: boolean;
   /** Leave the shared-memory file in place on close (it is removed by default when we created it). */
   keepShm?: boolean;
+  /** Peers served at once, 1..65536 (the protocol's ID space; default 65536). Newcomers beyond are refused. */
+  maxPeers?: number;
 }
 
 /** A peer as the server sees it. */
@@ -86,11 +88,13 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   #watcher: NativeWatcher;
   #clients = new Map<number, Client>();
   #lastId = -1;
+  readonly #maxPeers: number;
   #closed = false;
   #acceptPause: NodeJS.Timeout | undefined;
 
-  private constructor(options: Required<Pick<ServerOptions, 'socket' | 'size' | 'vectors'>> & { shm: string }, fds: { listen: number; shm: number }, removeShm: boolean) {
+  private constructor(options: Required<Pick<ServerOptions, 'socket' | 'size' | 'vectors' | 'maxPeers'>> & { shm: string }, fds: { listen: number; shm: number }, removeShm: boolean) {
     super();
+    this.#maxPeers = options.maxPeers;
     this.socketPath = options.socket;
     this.shmPath = options.shm;
     this.size = options.size;
@@ -111,6 +115,10 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     if (!Number.isInteger(vectors) || vectors < 1 || vectors > 64) {
       fail('ERR_IVSHMEM_INVALID_ARGUMENT', `vectors must be an integer 1..64, got ${String(vectors)}`);
     }
+    const maxPeers = options.maxPeers ?? MAX_PEERS;
+    if (!Number.isInteger(maxPeers) || maxPeers < 1 || maxPeers > MAX_PEERS) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `maxPeers must be an integer 1..${MAX_PEERS}, got ${String(maxPeers)}`);
+    }
     const asked = options.size ?? DEFAULT_SIZE;
     const size = roundShmSize(asked);
     const shm = options.shm ?? `/dev/shm/ivshmem-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -128,7 +136,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
       if (created) rmSync(shm, { force: true });
       throw error;
     }
-    const server = new IvshmemServer({ socket: options.socket, size, vectors, shm }, { listen: listenFd, shm: shmFd }, created && !options.keepShm);
+    const server = new IvshmemServer({ socket: options.socket, size, vectors, shm, maxPeers }, { listen: listenFd, shm: shmFd }, created && !options.keepShm);
     // Deferred so that listeners attached after `await listen()` still see these lines.
     setImmediate(() => {
       for (const line of logs) server.#log(line);
@@ -172,7 +180,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   }
 
   #nextId(): number {
-    if (this.#clients.size >= MAX_PEERS) return -1;
+    if (this.#clients.size >= this.#maxPeers) return -1;
     // Round-robin, not lowest-free: a departed peer's ID comes back as late as possible, so
     // others have time to see it leave before a newcomer takes it.
     let id = this.#lastId;
@@ -207,7 +215,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   #welcome(fd: number): void {
     const id = this.#nextId();
     if (id < 0) {
-      this.#log(`refused a connection: all ${MAX_PEERS} peer IDs are in use`);
+      this.#log(`refused a connection: ${this.#maxPeers} peers are connected, the most this server serves`);
       native.close(fd);
       return;
     }

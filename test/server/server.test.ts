@@ -182,6 +182,25 @@ describe('IvshmemServer with host peers in separate processes', () => {
     expect(Object.fromEntries(kinds)).toEqual({ shm: 1, eventfd: 64 + 6 * 64 });
   });
 
+  it('refuses peers beyond its limit with a log line, and serves again once one leaves', async () => {
+    const socket = shmPath('sock');
+    paths.push(socket);
+    const server = await IvshmemServer.listen({ socket, maxPeers: 2 });
+    servers.push(server);
+    const lines: string[] = [];
+    server.on('log', (l) => lines.push(l));
+    const a = await connect(socket);
+    const b = await connect(socket);
+    await expect(connect(socket, { timeout: 2000 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_PROTOCOL', message: expect.stringMatching(/closed the connection during setup/) });
+    expect(lines.some((l) => /refused a connection: 2 peers are connected/.test(l))).toBe(true);
+    a.close();
+    await new Promise((r) => setTimeout(r, 50));
+    const c = await connect(socket);
+    expect(c.id).toBe(2);
+    b.close();
+    c.close();
+  });
+
   it('reassigns a released ID only after the others', async () => {
     const server = await start();
     const first = await connect(server.socketPath);

@@ -44,6 +44,46 @@ if (role === 'shm-sink') {
     if (reader.drain(onRecord) === 0 && !(await reader.ready())) break;
   }
   report({ count, bytes, ms: performance.now() - first, check });
+} else if (role === 'raw-sink') {
+  // The two-process ceiling's reader: the ring's memory traffic (a length word per record, the
+  // payload's first and last byte, the head stored every quarter ring) with no API, no codec
+  // and no validation. Words: 32 tail, 34 end flag, 96 head; records from byte 640; length
+  // 0xffffffff pads to the end of the data area.
+  const memory = openFile(args[0]).memory;
+  const capacity = Number(args[1]);
+  const u32 = new Uint32Array(memory);
+  const data = new Uint8Array(memory, 640, capacity);
+  const mask = capacity - 1;
+  const release = capacity >>> 2;
+  let head = 0;
+  let released = 0;
+  let count = 0;
+  let bytes = 0;
+  let check = 0;
+  let first = 0;
+  report({ ready: true });
+  for (;;) {
+    const tail = Atomics.load(u32, 32);
+    if (tail === head) {
+      if (Atomics.load(u32, 34) !== 0 && Atomics.load(u32, 32) === head) break;
+      continue;
+    }
+    if (first === 0) first = performance.now();
+    while (head !== tail) {
+      const at = head & mask;
+      const length = u32[160 + (at >>> 2)];
+      if (length === 0xffffffff) {
+        head = (head + capacity - at) >>> 0;
+        continue;
+      }
+      count++;
+      bytes += length;
+      check ^= data[at + 8] ^ data[at + 7 + length];
+      head = (head + 8 + ((length + 7) & ~7)) >>> 0;
+      if (((head - released) >>> 0) >= release) Atomics.store(u32, 96, (released = head));
+    }
+  }
+  report({ count, bytes, ms: performance.now() - first, check });
 } else if (role === 'shm-echo' || role === 'db-echo') {
   let memory;
   let wait;

@@ -229,6 +229,43 @@ function copyCeiling(size) {
   return { mbs: bytes / ms / 1000 };
 }
 
+// ---- the two-process copy ceiling: the ring's memory traffic between two processes without
+// the channel (no API, codec or validation); see 'raw-sink' in peer.mjs for the layout ----
+async function copyCeiling2p(size) {
+  const { path, device } = shmFile(`raw${size}`, ringSize(CAPACITY));
+  const u32 = new Uint32Array(device.memory);
+  const data = Buffer.from(device.memory, 640, CAPACITY);
+  const sink = spawnPeer(['raw-sink', path, String(CAPACITY)]);
+  await next(sink);
+  const msg = payload(size);
+  const stride = 8 + Math.ceil(size / 8) * 8;
+  const mask = CAPACITY - 1;
+  const publishEvery = CAPACITY >>> 2;
+  let tail = 0;
+  let published = 0;
+  let head = 0;
+  const end = performance.now() + DURATION;
+  while (performance.now() < end) {
+    for (let i = 0; i < 64; i++) {
+      const at = tail & mask;
+      const pad = at + stride > CAPACITY ? CAPACITY - at : 0;
+      while (((tail - head) >>> 0) + pad + stride > CAPACITY) head = Atomics.load(u32, 96);
+      if (pad) {
+        u32[160 + (at >>> 2)] = 0xffffffff;
+        tail = (tail + pad) >>> 0;
+      }
+      const to = tail & mask;
+      data.set(msg, to + 8);
+      u32[160 + (to >>> 2)] = size;
+      tail = (tail + stride) >>> 0;
+      if (((tail - published) >>> 0) >= publishEvery) Atomics.store(u32, 32, (published = tail));
+    }
+  }
+  Atomics.store(u32, 32, tail);
+  Atomics.store(u32, 34, 1);
+  return next(sink);
+}
+
 // ---- bare eventfd ping-pong: the floor of any doorbell wake-up ----
 async function eventfdPingPong() {
   const mine = native.eventfdCreate();
@@ -263,18 +300,21 @@ try {
     if (wanted('tcp')) row.tcp = { ...rate(await socketThroughput('tcp', size)), ...(await socketRoundTrip('tcp', size)) };
     if (wanted('port')) row.port = { ...rate(await portThroughput(size)), ...(await portRoundTrip(size)) };
     if (wanted('copy')) row.copy = copyCeiling(size);
+    if (wanted('copy2p')) row.copy2p = rate(await copyCeiling2p(size));
     console.log(`\n${size} B messages`);
     console.log('  transport        msg/s       MB/s    RTT p50 µs  RTT p99 µs');
     for (const [name, r] of Object.entries(row)) {
-      if (name === 'copy') continue;
+      if (name === 'copy' || name === 'copy2p') continue;
       console.log(`  ${name.padEnd(10)} ${fmt(r.msgs).padStart(10)} ${r.mbs.toFixed(0).padStart(10)} ${r.p50.toFixed(1).padStart(13)} ${r.p99.toFixed(1).padStart(11)}`);
     }
-    if (row.copy) console.log(`  copy ceiling            ${row.copy.mbs.toFixed(0).padStart(10)}`);
+    if (row.copy) console.log(`  copy ceiling            ${row.copy.mbs.toFixed(0).padStart(10)}   (one process: Buffer#set into the mapped region)`);
+    if (row.copy2p) console.log(`  2-process ceiling ${fmt(row.copy2p.msgs).padStart(10)} ${row.copy2p.mbs.toFixed(0).padStart(10)}   (the ring's memory traffic, no channel code)`);
     const ratios = [];
     if (row.shm && row.unix) ratios.push(`shm/unix msg/s ${(row.shm.msgs / row.unix.msgs).toFixed(1)}x`);
     if (row.shm && row.tcp) ratios.push(`shm/tcp ${(row.shm.msgs / row.tcp.msgs).toFixed(1)}x`);
     if (row.shm && row.port) ratios.push(`shm/port ${(row.shm.msgs / row.port.msgs).toFixed(1)}x`);
     if (row.shm && row.copy) ratios.push(`shm/copy ceiling ${((100 * row.shm.mbs) / row.copy.mbs).toFixed(0)}%`);
+    if (row.shm && row.copy2p) ratios.push(`shm/2-process ceiling ${((100 * row.shm.mbs) / row.copy2p.mbs).toFixed(0)}%`);
     if (row.shm && row.unix) ratios.push(`RTT unix/shm ${(row.unix.p50 / row.shm.p50).toFixed(1)}x`);
     if (ratios.length > 0) console.log(`  ratios: ${ratios.join(', ')}`);
   }

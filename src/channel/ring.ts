@@ -22,7 +22,7 @@ import {
   W_TAIL_LO,
   W_VERSION,
 } from './layout.js';
-import { pollingWaitStrategy, type WaitStrategy } from './wait.js';
+import { forgetAbort, onAbort, pollDelay, POLLING, pollingWaitStrategy, type PollingTimes, type WaitStrategy } from './wait.js';
 
 // Typed arrays use the host's byte order and the format is little-endian.
 if (endianness() !== 'LE') throw new Error('ivshmem channels need a little-endian host');
@@ -282,13 +282,15 @@ export abstract class RingEnd<T> {
           this.#spinBudget = Math.min(this.#spin, this.#spinBudget * 2);
           return;
         }
-        if ((i & 31) === 0 && performance.now() - start > budget) break;
+        if ((i & 127) === 0 && performance.now() - start > budget) break;
       }
       this.#spinBudget = Math.max(this.#spin / 16, this.#spinBudget / 2);
     }
     const stop = this.#stop.signal;
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
     const since = performance.now();
+    const polling = (this.strategy as { [POLLING]?: PollingTimes })[POLLING];
+    if (polling) return this.#poll(ready, both, since, polling);
     for (let attempt = 0; ; attempt++) {
       both.throwIfAborted();
       this.checkLive();
@@ -304,5 +306,55 @@ export abstract class RingEnd<T> {
       }
       if (ready()) return;
     }
+  }
+  /**
+   * The polling strategy's loop without a promise per look: looks once per event-loop turn
+   * (`setImmediate`) for `busy` ms, then at timer delays; nothing is announced (a polling end
+   * keeps no wait word). Same checks per look as the generic loop: abort, the ring header, then
+   * `ready()`.
+   */
+  #poll(ready: () => boolean, signal: AbortSignal, since: number, times: PollingTimes): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let immediate: NodeJS.Immediate | undefined;
+      const done = (): void => {
+        forgetAbort(signal, aborted);
+        resolve();
+      };
+      const failed = (error: unknown): void => {
+        forgetAbort(signal, aborted);
+        reject(error);
+      };
+      const aborted = (reason: unknown): void => {
+        if (timer) clearTimeout(timer);
+        if (immediate) clearImmediate(immediate);
+        reject(reason);
+      };
+      const look = (): void => {
+        timer = immediate = undefined;
+        try {
+          signal.throwIfAborted();
+          this.checkLive();
+          if (ready()) return done();
+        } catch (error) {
+          return failed(error);
+        }
+        schedule();
+      };
+      const schedule = (): void => {
+        const idle = performance.now() - since;
+        if (idle < times.busy) immediate = setImmediate(look);
+        else timer = setTimeout(look, pollDelay(idle, times.busy, times.maxDelay));
+      };
+      try {
+        signal.throwIfAborted();
+        this.checkLive();
+        if (ready()) return resolve();
+      } catch (error) {
+        return reject(error);
+      }
+      onAbort(signal, aborted);
+      schedule();
+    });
   }
 }

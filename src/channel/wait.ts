@@ -46,7 +46,7 @@ export interface PollingOptions {
 export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy {
   const maxDelay = options.maxDelay ?? 4;
   const busy = options.busy ?? Math.max(5, maxDelay + 1);
-  return {
+  const strategy: WaitStrategy & { [POLLING]: PollingTimes } = {
     wakes: false,
     notify() {},
     wait(signal, _attempt, since) {
@@ -65,11 +65,32 @@ export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy 
         };
         const idle = performance.now() - since;
         if (idle < busy) immediate = setImmediate(done);
-        else timer = setTimeout(done, Math.min(maxDelay, Math.max(1, (idle - busy) / 4)));
+        else timer = setTimeout(done, pollDelay(idle, busy, maxDelay));
         signal?.addEventListener('abort', aborted, { once: true });
       });
     },
+    [POLLING]: { busy, maxDelay },
   };
+  return strategy;
+}
+
+/** @internal The polling strategy's timing, for ends that run its loop themselves. */
+export interface PollingTimes {
+  busy: number;
+  maxDelay: number;
+}
+
+/**
+ * @internal Marks {@link pollingWaitStrategy}: a channel end that finds it runs the polling
+ * loop itself, with one promise and one abort listener per wait instead of per look (each look
+ * is an event-loop turn; the garbage of a promise and a listener per turn made the collector run
+ * every few milliseconds, and on two cores its helper threads stall the other end).
+ */
+export const POLLING = Symbol('ivshmem.polling');
+
+/** @internal Milliseconds until the next look after `idle` ms of polling past `busy`. */
+export function pollDelay(idle: number, busy: number, maxDelay: number): number {
+  return Math.min(maxDelay, Math.max(1, (idle - busy) / 4));
 }
 
 /** The part of a {@link Device} the doorbell strategy needs. */
@@ -113,12 +134,14 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
   let listening = false;
   let lastWait = 0;
   let idle: NodeJS.Timeout | null = null;
+  // A wake removes itself from the set, which a Set's iteration allows; nothing is added
+  // synchronously (promise continuations run later).
   const onInterrupt = (v: number): void => {
     if (v !== vector) return;
-    for (const wake of [...waiters]) wake();
+    for (const wake of waiters) wake();
   };
   const onClose = (): void => {
-    for (const wake of [...waiters]) wake();
+    for (const wake of waiters) wake();
   };
   const stopListening = (): void => {
     if (waiters.size > 0 || performance.now() - lastWait < LINGER) {
@@ -147,22 +170,53 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
         const settle = (): void => {
           waiters.delete(wake);
           if (timer) clearTimeout(timer);
-          signal?.removeEventListener('abort', aborted);
+          if (signal) forgetAbort(signal, aborted);
         };
         const wake = (): void => {
           settle();
           resolve(undefined);
         };
-        const aborted = (): void => {
+        const aborted = (reason: unknown): void => {
           settle();
-          reject(signal!.reason);
+          reject(reason);
         };
         waiters.add(wake);
         if (recheck > 0) timer = setTimeout(wake, recheck);
-        signal?.addEventListener('abort', aborted, { once: true });
+        if (signal) onAbort(signal, aborted);
       });
     },
   };
 }
 
 const LINGER = 100;
+
+/**
+ * @internal Abort callbacks per signal, with one 'abort' listener per signal instead of an
+ * addEventListener/removeEventListener pair per wait: a channel end passes the same signal to
+ * every wait, and EventTarget listeners cost microseconds (and garbage) per wake-up.
+ */
+const aborts = new WeakMap<AbortSignal, Set<(reason: unknown) => void>>();
+
+/** @internal Calls `callback(reason)` when `signal` aborts, until {@link forgetAbort}. */
+export function onAbort(signal: AbortSignal, callback: (reason: unknown) => void): void {
+  let callbacks = aborts.get(signal);
+  if (!callbacks) {
+    const set = new Set<(reason: unknown) => void>();
+    callbacks = set;
+    aborts.set(signal, set);
+    signal.addEventListener(
+      'abort',
+      () => {
+        for (const call of set) call(signal.reason);
+        set.clear();
+      },
+      { once: true },
+    );
+  }
+  callbacks.add(callback);
+}
+
+/** @internal */
+export function forgetAbort(signal: AbortSignal, callback: (reason: unknown) => void): void {
+  aborts.get(signal)?.delete(callback);
+}

@@ -1,9 +1,11 @@
+import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import {
   ChannelError,
   ChannelReader,
   ChannelWriter,
   createChannel,
+  deviceWaitStrategy,
   formatRing,
   jsonCodec,
   RING_HEADER_SIZE,
@@ -330,6 +332,31 @@ describe('waiting, EOF and closing', () => {
     const pending2 = reader.receive();
     reader.close();
     await expect(pending2).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+  });
+
+  it('rejects doorbell waits on abort and on close, one signal at a time', async () => {
+    const device = Object.assign(new EventEmitter(), { ring: () => {} });
+    const wait = deviceWaitStrategy(device as never, { peer: 1, recheck: 0 });
+    const memory = new ArrayBuffer(ringSize(256));
+    formatRing(memory);
+    const writer = new ChannelWriter(memory, { spin: 0 });
+    const reader = new ChannelReader(memory, { wait, spin: 0 });
+    for (let i = 0; i < 3; i++) {
+      const controller = new AbortController();
+      const pending = reader.receive({ signal: controller.signal });
+      await new Promise((r) => setImmediate(r));
+      controller.abort(new Error(`stop ${i}`));
+      await expect(pending).rejects.toThrow(`stop ${i}`);
+    }
+    const woken = reader.receive();
+    await new Promise((r) => setImmediate(r));
+    writer.trySend(bytes(7));
+    device.emit('interrupt', 0);
+    expect(await woken).toEqual(bytes(7));
+    const pending = reader.receive();
+    await new Promise((r) => setImmediate(r));
+    reader.close();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
   });
 
   it('fails the writer when the reader closed', async () => {

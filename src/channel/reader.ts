@@ -274,6 +274,11 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
 
   // Acquire: loads the tail and validates it against the head and the last tail seen.
   #refreshTail(): number {
+    // A plain read first: while it shows the tail already seen, nothing new was published and
+    // the acquire load is skipped. Atomics.load is a builtin call that boxes every value from
+    // 2^30 up (a garbage number per look once 1 GiB went through), and spinning and polling
+    // ends look millions of times. The plain value is only compared, never used.
+    if (this.u32[W_TAIL_LO] === this.#tailLo) return this.#tailLo;
     const tail = Atomics.load(this.u32, W_TAIL_LO);
     if (tail !== this.#tailLo) {
       if (((tail - this.#headLo) >>> 0) > this.capacity || (tail & 7) !== 0) {

@@ -434,6 +434,9 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
 
   // Loads and validates the consumer's head; returns the bytes in use.
   #refreshHead(): number {
+    // As the reader's tail: a plain read shows whether the head moved at all, and only a moved
+    // head is loaded (acquire) and validated; the plain value is only compared.
+    if (this.u32[W_HEAD_LO] === this.#headLo) return (this.#tailLo - this.#headLo) >>> 0;
     const head = Atomics.load(this.u32, W_HEAD_LO);
     const used = (this.#tailLo - head) >>> 0;
     if (used > this.capacity || ((head - this.#headLo) >>> 0) > ((this.#tailLo - this.#headLo) >>> 0) || (head & 7) !== 0) {

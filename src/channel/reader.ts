@@ -12,7 +12,7 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { RingEnd, type ChannelOptions } from './ring.js';
+import { FALSE, RESOLVED, RingEnd, TRUE, type ChannelOptions } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -109,14 +109,20 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   }
 
   /** Waits until a message is there (true) or EOF (false), without consuming anything. */
-  async ready(options?: { signal?: AbortSignal }): Promise<boolean> {
-    this.#usable();
-    let at = this.#next();
-    if (at < 0) {
+  ready(options?: { signal?: AbortSignal }): Promise<boolean> {
+    // Not async: a message already there, or one the spin finds, answers with a settled
+    // promise (the throughput loop `drain(); await ready()` calls this between bursts).
+    try {
+      this.#usable();
+      let at = this.#next();
+      if (at >= 0) return TRUE;
       this.#flush();
-      await this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
+      const waiting = this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
+      if (waiting === RESOLVED) return at >= 0 ? TRUE : FALSE;
+      return waiting.then(() => at >= 0);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return at >= 0;
   }
 
   /**

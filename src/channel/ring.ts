@@ -177,8 +177,10 @@ export function checkHeader(u32: Uint32Array, capacity: number, size: number): C
   return null;
 }
 
-// Fast paths hand back this one settled promise instead of allocating one per call.
-const RESOLVED: Promise<void> = Promise.resolve();
+// Fast paths hand back these settled promises instead of allocating one per call.
+/** @internal */ export const RESOLVED: Promise<void> = Promise.resolve();
+/** @internal */ export const TRUE: Promise<boolean> = Promise.resolve(true);
+/** @internal */ export const FALSE: Promise<boolean> = Promise.resolve(false);
 
 /** What both ends share: geometry, failure state, and the spin-then-sleep loop. @internal */
 export abstract class RingEnd<T> {
@@ -269,23 +271,28 @@ export abstract class RingEnd<T> {
    * one of them sees the other's store, so a wake-up cannot be lost.
    */
   protected until(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
-    if (ready()) return RESOLVED;
+    // A wait the spin ends returns the settled promise: no async frame, no garbage.
+    if (ready() || this.#spinUntil(ready)) return RESOLVED;
     return this.#sleep(ready, signal);
   }
 
-  async #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#spin > 0 && this.#spinBudget > 0) {
-      const start = performance.now();
-      const budget = this.#spinBudget;
-      for (let i = 1; ; i++) {
-        if (ready()) {
-          this.#spinBudget = Math.min(this.#spin, this.#spinBudget * 2);
-          return;
-        }
-        if ((i & 127) === 0 && performance.now() - start > budget) break;
+  // Spins for the adaptive budget; true when `ready()` became true.
+  #spinUntil(ready: () => boolean): boolean {
+    if (!(this.#spin > 0 && this.#spinBudget > 0)) return false;
+    const start = performance.now();
+    const budget = this.#spinBudget;
+    for (let i = 1; ; i++) {
+      if (ready()) {
+        this.#spinBudget = Math.min(this.#spin, this.#spinBudget * 2);
+        return true;
       }
-      this.#spinBudget = Math.max(this.#spin / 16, this.#spinBudget / 2);
+      if ((i & 127) === 0 && performance.now() - start > budget) break;
     }
+    this.#spinBudget = Math.max(this.#spin / 16, this.#spinBudget / 2);
+    return false;
+  }
+
+  async #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
     const stop = this.#stop.signal;
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
     const since = performance.now();

@@ -272,6 +272,22 @@ describe('batch fast paths', () => {
     expect(reader.tryReceive()).toBeUndefined();
   });
 
+  it('ready() answers without consuming, also when the spin finds the message', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(256)), { spin: 200 });
+    writer.trySend(bytes(1));
+    expect(await reader.ready()).toBe(true);
+    expect(await reader.ready()).toBe(true);
+    expect(reader.tryReceive()).toEqual(bytes(1));
+    const later = reader.ready();
+    writer.trySend(bytes(2));
+    expect(await later).toBe(true);
+    expect(reader.tryReceive()).toEqual(bytes(2));
+    writer.close();
+    expect(await reader.ready()).toBe(false);
+    reader.close();
+    await expect(reader.ready()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+  });
+
   it('receives bytes as plain Uint8Array copies', () => {
     const memory = new ArrayBuffer(ringSize(256));
     const { writer, reader } = createChannel(memory);

@@ -22,8 +22,8 @@ export class ChannelError extends IvshmemError {
   /** The shared-memory field whose value broke the ring's rules (corruption only). */
   readonly field?: RingField;
 
-  constructor(code: IvshmemErrorCode, message: string, field?: RingField) {
-    super(message, { code });
+  constructor(code: IvshmemErrorCode, message: string, field?: RingField, cause?: unknown) {
+    super(message, cause === undefined ? { code } : { code, cause });
     this.name = 'ChannelError';
     if (field !== undefined) this.field = field;
   }

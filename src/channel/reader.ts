@@ -79,12 +79,14 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   /** True at EOF: the writer closed and every message was received. */
   get done(): boolean {
     if (this.error) return false;
+    if (this.u32.length === 0) this.checkLive();
     return this.#eof();
   }
 
   /** Bytes of records (with headers and padding) waiting to be read. */
   get available(): number {
     if (this.error) return 0;
+    if (this.u32.length === 0) this.checkLive();
     return (this.#refreshTail() - this.#headLo) >>> 0;
   }
 
@@ -99,13 +101,15 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   /** The next message, waiting for one; rejects with `ERR_IVSHMEM_CHANNEL_CLOSED` at EOF. */
   async receive(options?: { signal?: AbortSignal }): Promise<T> {
     this.#usable();
-    let at = this.#next();
-    if (at < 0) {
+    for (;;) {
+      // Found and taken in one synchronous step: concurrent receives never share a record.
+      const at = this.#next();
+      if (at >= 0) return this.#take(at);
+      if (this.#eof()) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
       this.#flush();
-      await this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
-      if (at < 0) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
+      await this.until(() => this.#next() >= 0 || this.#eof(), options?.signal);
+      this.#usable();
     }
-    return this.#take(at);
   }
 
   /** Waits until a message is there (true) or EOF (false), without consuming anything. */
@@ -160,7 +164,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
       if (!(await this.ready())) return;
-      yield this.#take(this.#next());
+      // Another consumer call may have taken the record between ready() and now: look again.
+      const at = this.#next();
+      if (at >= 0) yield this.#take(at);
     }
   }
 
@@ -190,7 +196,18 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     const stride = this.#stride;
     // The bytes codec is built in: one copying slice of a Uint8Array view (a Buffer's slice
     // would be a view, and allocate-then-set costs two allocations).
-    const value = this.#bytes ? (this.#u8.slice(at + 8, at + 8 + length) as T) : this.codec.decode(this.data, at + 8, length, type);
+    let value: T;
+    try {
+      value = this.#bytes ? (this.#u8.slice(at + 8, at + 8 + length) as T) : this.codec.decode(this.data, at + 8, length, type);
+    } catch (error) {
+      // Content the codec refuses (the writer's to get right) costs this message, not the
+      // channel: consume it, so the next receive moves on, and say what happened.
+      this.#verify(at, length, type);
+      this.#refreshTail();
+      this.#advance(stride);
+      this.#flush();
+      throw new ChannelError('ERR_IVSHMEM_DECODE', `channel: codec ${this.codec.name ?? ''} could not decode a ${length}-byte record (type ${type}): ${(error as Error)?.message ?? String(error)}`, undefined, error);
+    }
     this.#verify(at, length, type);
     // An honest writer never moves the tail back over unread records: if it did while we
     // copied, the copy may be torn, so it is refused before it is handed over.
@@ -222,6 +239,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       const type = this.u32[w + 1]!;
       const contiguous = capacity - at;
       if (type === RECORD_TYPE_PADDING) {
+        // Every record fits at the start of the data area: padding there is never needed, and
+        // a writer that kept publishing it could hold this loop.
+        if (at === 0) this.fail(corrupt('padding', 'padding at the start of the data area'));
         if (length !== contiguous - 8) {
           this.fail(corrupt('padding', `padding at ${at} is ${length} bytes; it must reach the end of the data area (${contiguous - 8})`));
         }
@@ -284,7 +304,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     // the acquire load is skipped. Atomics.load is a builtin call that boxes every value from
     // 2^30 up (a garbage number per look once 1 GiB went through), and spinning and polling
     // ends look millions of times. The plain value is only compared, never used.
-    if (this.u32[W_TAIL_LO] === this.#tailLo) return this.#tailLo;
+    if (!this.strict && this.u32[W_TAIL_LO] === this.#tailLo) return this.#tailLo;
     const tail = Atomics.load(this.u32, W_TAIL_LO);
     if (tail !== this.#tailLo) {
       if (((tail - this.#headLo) >>> 0) > this.capacity || (tail & 7) !== 0) {

@@ -292,6 +292,22 @@ export abstract class RingEnd<T> {
     return false;
   }
 
+  /**
+   * @internal True while a sleeping end looks at the ring after announcing its sleep: the look
+   * must be a seq-cst load (SPEC "Sleeping", step 2), not the plain-read fast path, which a
+   * weakly ordered CPU may satisfy before the announcement is visible.
+   */
+  protected strict = false;
+
+  #strictly(ready: () => boolean): boolean {
+    this.strict = true;
+    try {
+      return ready();
+    } finally {
+      this.strict = false;
+    }
+  }
+
   async #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
     const stop = this.#stop.signal;
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
@@ -302,16 +318,22 @@ export abstract class RingEnd<T> {
       both.throwIfAborted();
       this.checkLive();
       const announce = this.strategy.wakes;
-      if (announce && this.#sleepers++ === 0) Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+      if (announce) {
+        // Every entry into sleep stores a new odd value (first sleeper: even → odd; others:
+        // odd → the next odd). The peer rings once per value it sees, so a second sleeper
+        // re-entering after a wake-up that was not for it is still rung.
+        this.#waitSeq = (this.#waitSeq + (this.#sleepers++ === 0 ? 1 : 2)) >>> 0;
+        Atomics.store(this.u32, this.#waitWord, this.#waitSeq);
+      }
       try {
-        if (ready()) return;
+        if (this.#strictly(ready)) return;
         await this.strategy.wait(both, attempt, since);
       } finally {
         if (announce && --this.#sleepers === 0 && this.u32.length !== 0) {
           Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
         }
       }
-      if (ready()) return;
+      if (this.#strictly(ready)) return;
     }
   }
   /**

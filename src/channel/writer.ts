@@ -48,6 +48,10 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   #claim = -1; // data index of an open claim, or -1
   #claimSize = 0;
   #closed = false;
+  // Sends that had to wait run one after another, and nothing overtakes them: publishing stays
+  // in call order even for sends nobody awaited.
+  #queue: Promise<unknown> = RESOLVED;
+  #waiting = 0;
 
   /** Attaches to the ring at `options.offset` (formatting it first with `format: true`). */
   constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
@@ -81,6 +85,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   /** Bytes free for records right now (an instantaneous view). */
   get free(): number {
     if (this.error) return 0;
+    if (this.u32.length === 0) this.checkLive();
     this.#refreshHead();
     return this.capacity - ((this.#tailLo - this.#headLo) >>> 0);
   }
@@ -92,7 +97,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
    */
   trySend(value: T, type = 0): boolean {
     this.#usable(type);
-    if (!this.#put(value, type)) return false;
+    if (this.#waiting > 0 || !this.#put(value, type)) return false;
     this.#flush();
     return true;
   }
@@ -102,19 +107,29 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     try {
       const type = options?.type ?? 0;
       this.#usable(type);
-      if (this.#put(value, type)) {
+      if (this.#waiting === 0 && this.#put(value, type)) {
         this.#flush();
         return RESOLVED;
       }
-      return this.#sendSlow(value, type, options?.signal);
+      const signal = options?.signal;
+      return this.#inTurn(async () => {
+        await this.until(() => this.#usable(type) && this.#put(value, type), signal);
+        this.#flush();
+      });
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  async #sendSlow(value: T, type: number, signal: AbortSignal | undefined): Promise<void> {
-    await this.until(() => this.#usable(type) && this.#put(value, type), signal);
-    this.#flush();
+  // Runs `job` after every send that is already waiting, whatever became of them.
+  #inTurn<R>(job: () => Promise<R>): Promise<R> {
+    this.#waiting++;
+    const run = this.#queue.then(job, job);
+    this.#queue = run.then(
+      () => this.#waiting--,
+      () => this.#waiting--,
+    );
+    return run;
   }
 
   /**
@@ -126,11 +141,13 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     try {
       const type = options?.type ?? 0;
       this.#usable(type);
-      if (!Array.isArray(values)) return this.#sendIterable(values, type, options?.signal);
+      const signal = options?.signal;
+      if (!Array.isArray(values)) return this.#inTurn(() => this.#sendIterable(values, type, signal));
       const list = values as readonly T[];
+      if (this.#waiting > 0) return this.#inTurn(() => this.#sendArraySlow(list, 0, type, signal));
       const next = this.#putMany(list, 0, type);
       if (next === list.length) return Promise.resolve(next);
-      return this.#sendArraySlow(list, next, type, options?.signal);
+      return this.#inTurn(() => this.#sendArraySlow(list, next, type, signal));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -145,6 +162,8 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
         next = moved;
         return progress;
       }, signal);
+      // Anything may have happened while we waited (close(), a claim, the reader leaving).
+      this.#usable(type);
       next = this.#putMany(list, next, type);
     }
     return list.length;
@@ -181,6 +200,8 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     let published = this.#tailLo;
     try {
       for (const value of values) {
+        // The loop awaits: check again each time that sending is still allowed.
+        this.#usable(type);
         if (!this.#put(value, type)) {
           this.#flush();
           published = this.#tailLo;
@@ -204,6 +225,10 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
    * {@link ChannelWriter.abort}; no other send may happen in between.
    */
   tryClaim(size: number): Uint8Array | null {
+    return this.#waiting > 0 ? (this.#usable(0), null) : this.#tryClaim(size);
+  }
+
+  #tryClaim(size: number): Uint8Array | null {
     this.#usable(0);
     this.#checkSize(size);
     const at = this.#reserve(size);
@@ -217,8 +242,10 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   async claim(size: number, options?: { signal?: AbortSignal }): Promise<Uint8Array> {
     let view = this.tryClaim(size);
     if (view) return view;
-    await this.until(() => this.#usable(0) && (view = this.tryClaim(size)) !== null, options?.signal);
-    return view!;
+    return this.#inTurn(async () => {
+      await this.until(() => this.#usable(0) && (view = this.#tryClaim(size)) !== null, options?.signal);
+      return view!;
+    });
   }
 
   /** Publishes the claimed record with its first `length` bytes (default: the whole claim). */
@@ -260,8 +287,9 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     if (this.#closed) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: send after close()');
     if (this.u32.length === 0) this.checkLive();
     if (this.#claim >= 0) throw new ChannelError('ERR_IVSHMEM_CHANNEL_BUSY', 'channel: a claim is open; commit() or abort() it first');
-    // A plain read: this flag orders nothing, and the fast path should not pay for a fence.
-    if (this.u32[W_READER_CLOSED] !== 0) {
+    // A plain read: this flag orders nothing, and the fast path should not pay for a fence;
+    // a sleeping end's last look is a seq-cst load (see `strict`).
+    if ((this.strict ? Atomics.load(this.u32, W_READER_CLOSED) : this.u32[W_READER_CLOSED]) !== 0) {
       throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader closed the channel');
     }
     if (type !== 0) this.#checkType(type);
@@ -436,7 +464,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   #refreshHead(): number {
     // As the reader's tail: a plain read shows whether the head moved at all, and only a moved
     // head is loaded (acquire) and validated; the plain value is only compared.
-    if (this.u32[W_HEAD_LO] === this.#headLo) return (this.#tailLo - this.#headLo) >>> 0;
+    if (!this.strict && this.u32[W_HEAD_LO] === this.#headLo) return (this.#tailLo - this.#headLo) >>> 0;
     const head = Atomics.load(this.u32, W_HEAD_LO);
     const used = (this.#tailLo - head) >>> 0;
     if (used > this.capacity || ((head - this.#headLo) >>> 0) > ((this.#tailLo - this.#headLo) >>> 0) || (head & 7) !== 0) {

@@ -1,7 +1,7 @@
 // Defects a review found, each shown failing before its fix.
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { ChannelError, ChannelReader, ChannelWriter, createChannel, deviceWaitStrategy, formatRing, jsonCodec, RING_HEADER_SIZE } from '../../src/channel/index.js';
+import { ChannelError, ChannelReader, ChannelWriter, createChannel, deviceWaitStrategy, formatRing, jsonCodec, RING_HEADER_SIZE, type DoorbellDevice } from '../../src/channel/index.js';
 
 // Two in-process "devices": ring() raises an interrupt on the other one a turn later, as an
 // eventfd would; no periodic re-check, so a lost wake-up hangs.
@@ -38,8 +38,8 @@ describe('channel regressions', () => {
     const { a, b } = linkedDevices();
     const memory = new ArrayBuffer(RING_HEADER_SIZE + 256);
     formatRing(memory);
-    const writer = new ChannelWriter(memory, { spin: 0, wait: deviceWaitStrategy(a, { peer: 1, recheck: 0 }) });
-    const reader = new ChannelReader(memory, { spin: 0, wait: deviceWaitStrategy(b, { peer: 0, recheck: 0 }) });
+    const writer = new ChannelWriter(memory, { spin: 0, wait: deviceWaitStrategy(a as unknown as DoorbellDevice, { peer: 1, recheck: 0 }) });
+    const reader = new ChannelReader(memory, { spin: 0, wait: deviceWaitStrategy(b as unknown as DoorbellDevice, { peer: 0, recheck: 0 }) });
     const first = reader.receive();
     const second = reader.receive();
     await new Promise((r) => setTimeout(r, 10));

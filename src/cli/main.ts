@@ -43,7 +43,7 @@ main(process.argv.slice(2)).then(
   (error: unknown) => {
     // Expected failures get one clear line; anything else keeps its stack.
     if (error instanceof IvshmemError || (error instanceof Error && error.message.startsWith('ivshmem'))) {
-      console.error(`ivshmem: ${error.message}`);
+      console.error(error.message.startsWith('ivshmem') ? error.message : `ivshmem: ${error.message}`);
     } else {
       console.error(error);
     }

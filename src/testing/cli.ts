@@ -1,6 +1,6 @@
 // `ivshmem lab …`: prepare the guest image, see what is there, run a script in guests, clean up.
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { flagHelp, parseArgs, parseSize, type FlagSpec } from '../cli/args.js';
 import { detectAccel } from './accel.js';
@@ -81,6 +81,8 @@ async function status(cacheDir: string): Promise<number> {
 async function run(positional: string[], flags: Record<string, string | true>, cacheDir: string): Promise<number> {
   const [script, ...args] = positional;
   if (!script) throw new LabError('ivshmem lab run: give the script to run in the guests');
+  // Guests see the host's files at the same paths: a script missing here is missing there too.
+  if (!existsSync(resolve(script))) throw new LabError(`ivshmem lab run: no script at ${resolve(script)}`);
   const count = flags.guests === undefined ? 1 : Number(flags.guests);
   if (!Number.isInteger(count) || count < 1 || count > 16) throw new LabError('ivshmem lab run: --guests must be 1..16');
   const devices: LabDeviceConfig[] = [];

@@ -1,6 +1,7 @@
 // File descriptors the environment owns: open, close, size, truncate, memfd. Every fd opened
 // here is remembered so that an exiting worker (or the process) closes what it left open.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -87,7 +88,23 @@ static Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another open file holds it. The
+// kernel drops the lock when the fd closes, also when its process dies.
+static Napi::Value TryLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "fd");
+  int rc;
+  do rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) {
+    if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+    ThrowErrnoArg(info, 1, "flock");
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 void InitFds(Napi::Env env, Napi::Object exports) {
+  exports.Set("tryLock", Napi::Function::New(env, TryLock, "tryLock"));
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("fstat", Napi::Function::New(env, Fstat, "fstat"));

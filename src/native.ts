@@ -16,6 +16,7 @@ export interface Native {
   ftruncate(fd: number, size: number, path?: string): void;
   memfdCreate(name?: string): number;
   setNonBlocking(fd: number, path?: string): void;
+  tryLock(fd: number, path?: string): boolean;
 
   map(fd: number, offset: number, length: number, writable: boolean, path?: string): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;

@@ -113,8 +113,12 @@ function readBars(path: string): number[] {
     .split('\n')
     .slice(0, 6)
     .map((line) => {
-      const [start, end] = line.trim().split(/\s+/).map((n) => BigInt(n));
-      if (start === undefined || end === undefined || (start === 0n && end === 0n)) return 0;
+      // A line the kernel wrote differently than expected is "no BAR", not a failed listing.
+      const [a, b] = line.trim().split(/\s+/);
+      if (!a || !b || !/^(0x)?[0-9a-f]+$/i.test(a) || !/^(0x)?[0-9a-f]+$/i.test(b)) return 0;
+      const start = BigInt(a);
+      const end = BigInt(b);
+      if ((start === 0n && end === 0n) || end < start) return 0;
       return Number(end - start + 1n);
     });
 }

@@ -5,6 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Accel } from './accel.js';
 import { onCleanup } from './cleanup.js';
+import { LabError } from './errors.js';
 import { INIT_TAG, JOB_FILES } from './initramfs.js';
 import type { LabImage } from './prepare.js';
 
@@ -174,11 +175,14 @@ export class Guest {
 
   /** Writes the job and starts QEMU. */
   static async start(spec: BootSpec, job: GuestJob, timeoutMs: number): Promise<Guest> {
+    // setTimeout fires at once for anything it cannot hold (NaN, Infinity, > 2^31 - 1 ms).
+    const limit = job.timeoutMs ?? timeoutMs;
+    if (!(limit > 0 && limit <= 2 ** 31 - 1)) throw new LabError(`guest timeout must be 1..${2 ** 31 - 1} ms, got ${String(limit)}`);
     await writeFile(join(spec.jobDir, JOB_FILES.script), runScript(spec, job));
     await publishDevices(spec);
     const [command, ...args] = [...wrapper(), 'qemu-system-x86_64', ...qemuArgs(spec)];
     const child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    return new Guest(spec, child, job.timeoutMs ?? timeoutMs);
+    return new Guest(spec, child, limit);
   }
 
   /** True until QEMU exited. */

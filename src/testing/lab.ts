@@ -204,6 +204,8 @@ export class Lab {
     try {
       const run = ++this.#runs;
       for (const config of configs) {
+        // An abort while an earlier guest booted must not start the next one.
+        signal?.throwIfAborted();
         const spec = this.#spec(config, run);
         this.#options.onProgress?.(`booting ${config.name} (${this.accel})`);
         const connected = this.#expectConnections(spec);
@@ -212,6 +214,7 @@ export class Lab {
         this.#running.add(guest);
         await connected(guest);
         await publishDevices(spec);
+        signal?.throwIfAborted();
       }
     } catch (error) {
       for (const guest of started) guest.kill();

@@ -77,7 +77,10 @@ export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabIm
       return;
     }
     const work = join(cacheDir, `.${version}.${process.pid}.tmp`);
-    await rm(work, { recursive: true, force: true });
+    // Work folders of preparations that were killed (we hold the lock: none is in use).
+    for (const name of await readdir(cacheDir)) {
+      if (name.startsWith(`.${version}.`) && name.endsWith('.tmp')) await rm(join(cacheDir, name), { recursive: true, force: true });
+    }
     try {
       const out = join(work, 'image');
       await mkdir(out, { recursive: true });

@@ -1,11 +1,14 @@
-// Locks shared by every process on the host, as files holding the owner's PID (a dead owner's
-// lock is free). Guest slots: TCG guests are CPU-bound, and test files run in parallel
-// processes, so an in-process limit alone would still boot too many at once. Preparation: two
-// processes must not download the same kernel side by side.
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+// Locks shared by every process on the host, as flock(2) locks on files: the kernel releases a
+// lock when its holder closes it or dies, so no lock is ever left behind and no PID is trusted.
+// Guest slots: TCG guests are CPU-bound, and test files run in parallel processes, so an
+// in-process limit alone would still boot too many at once. Preparation: two processes must
+// not download the same kernel side by side.
+import { chmodSync, constants, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { native } from '../native.js';
+import { LabError } from './errors.js';
 import { onCleanup } from './cleanup.js';
 
 const DIR = join(tmpdir(), 'ivshmem-lab-slots');
@@ -22,39 +25,15 @@ export function alive(pid: number): boolean {
 
 /** Takes the lock file at `path` if it is free; returns its release function, or null. */
 export function tryLock(path: string): (() => void) | null {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, 'wx', 0o644);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return onCleanup(() => rmSync(path, { force: true }));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const owner = Number(readFileSafe(path));
-      // Empty: its owner is between creating and writing it, unless that was long ago.
-      if (!(owner > 0) && Date.now() - mtime(path) < 5000) return null;
-      // A slot left by a process that died is free.
-      if (owner > 0 && alive(owner)) return null;
-      rmSync(path, { force: true });
-    }
-  }
-  return null;
-}
-
-function mtime(path: string): number {
+  const fd = native.open(path, constants.O_RDWR | constants.O_CREAT, 0o666);
+  let taken = false;
   try {
-    return statSync(path).mtimeMs;
-  } catch {
-    return 0;
+    taken = native.tryLock(fd, path);
+  } finally {
+    if (!taken) native.close(fd);
   }
-}
-
-function readFileSafe(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
+  if (!taken) return null;
+  return onCleanup(() => native.close(fd));
 }
 
 /**
@@ -62,7 +41,13 @@ function readFileSafe(path: string): string {
  * more than `max` waits for all of them. Returns the release function.
  */
 export async function acquireSlots(count: number, max: number, signal?: AbortSignal): Promise<() => void> {
-  mkdirSync(DIR, { recursive: true, mode: 0o1777 });
+  mkdirSync(DIR, { recursive: true });
+  try {
+    // Shared by every user's tests (mkdir's mode is cut by the umask).
+    chmodSync(DIR, 0o1777);
+  } catch {
+    // Somebody else's directory: it is theirs to set.
+  }
   const want = Math.min(count, max);
   for (;;) {
     signal?.throwIfAborted();
@@ -77,10 +62,14 @@ export async function acquireSlots(count: number, max: number, signal?: AbortSig
   }
 }
 
-/** Waits for the lock file at `path`, runs `fn`, and releases the lock. */
-export async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+/** Waits (at most `timeoutMs`) for the lock file at `path`, runs `fn`, and releases the lock. */
+export async function withLock<T>(path: string, fn: () => Promise<T>, timeoutMs = 15 * 60_000): Promise<T> {
   let release: (() => void) | null;
-  while (!(release = tryLock(path))) await sleep(250);
+  const deadline = Date.now() + timeoutMs;
+  while (!(release = tryLock(path))) {
+    if (Date.now() > deadline) throw new LabError(`another process has held ${path} for over ${Math.round(timeoutMs / 1000)} s`);
+    await sleep(250);
+  }
   try {
     return await fn();
   } finally {

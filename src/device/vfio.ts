@@ -44,6 +44,9 @@ export class VfioDevice extends DeviceBase {
   readonly iommuGroup: number;
   #registers: Registers;
   #undo: Array<() => void>;
+  // A process that ends without close() would leave the device bound to vfio-pci: close it
+  // on the way out (everything in close() is synchronous).
+  #onExit = (): void => this.close();
 
   /** @internal */
   constructor(init: { info: PciDeviceInfo; group: number; registers: Registers; memory: ArrayBuffer; interruptFds: number[]; undo: Array<() => void> }) {
@@ -52,6 +55,7 @@ export class VfioDevice extends DeviceBase {
     this.iommuGroup = init.group;
     this.#registers = init.registers;
     this.#undo = init.undo;
+    process.once('exit', this.#onExit);
   }
 
   protected doorbell(peer: number, vector: number): void {
@@ -63,6 +67,7 @@ export class VfioDevice extends DeviceBase {
   }
 
   protected release(): void {
+    process.off('exit', this.#onExit);
     // The memory goes before the driver is restored: vfio-pci's unbind waits for every mapping
     // of the device to go, and would hang here otherwise.
     native.unmap(this.memory);

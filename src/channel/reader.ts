@@ -47,7 +47,6 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   #headHi: number;
   #published: number; // head low word as last stored
   #tailLo: number; // last validated tail seen
-  #rung = -1;
   #closed = false;
   readonly #bytes: boolean;
   readonly #u8: Uint8Array; // the data area as a plain Uint8Array, for the bytes codec
@@ -58,7 +57,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
 
   /** Attaches to the ring at `options.offset` (formatting it first with `format: true`). */
   constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
-    super(memory, options, W_CONSUMER_WAIT);
+    super(memory, options, W_CONSUMER_WAIT, W_PRODUCER_WAIT);
     this.#bytes = this.codec === (bytesCodec as unknown as Codec<T>);
     this.#u8 = new Uint8Array(this.data.buffer, this.data.byteOffset, this.data.byteLength);
     const u32 = this.u32;
@@ -180,7 +179,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader was closed'));
     if (this.u32.length === 0) return;
     Atomics.store(this.u32, W_READER_CLOSED, 1);
-    this.#wake(true);
+    this.wake(true);
   }
 
   #usable(): void {
@@ -286,17 +285,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (u32[W_HEAD_HI] !== this.#headHi) Atomics.store(u32, W_HEAD_HI, this.#headHi);
     Atomics.store(u32, W_HEAD_LO, this.#headLo);
     this.#published = this.#headLo;
-    this.#wake();
+    this.wake();
   }
 
-  #wake(force = false): void {
-    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
-    const seq = Atomics.load(this.u32, W_PRODUCER_WAIT);
-    if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
-      this.#rung = seq;
-      this.strategy.notify();
-    }
-  }
 
   // Acquire: loads the tail and validates it against the head and the last tail seen.
   #refreshTail(): number {

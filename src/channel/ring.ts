@@ -197,6 +197,8 @@ export abstract class RingEnd<T> {
   #sleepers = 0;
   #waitSeq = 0;
   readonly #waitWord: number;
+  readonly #peerWaitWord: number;
+  #rung = -1; // the peer's wait sequence last rung: one sleep gets one doorbell
   readonly #stop = new AbortController();
 
   /** Data-area bytes. */
@@ -205,7 +207,8 @@ export abstract class RingEnd<T> {
   readonly maxMessageSize: number;
 
   /** @internal */
-  protected constructor(memory: ArrayBuffer, options: ChannelOptions<T>, waitWord: number) {
+  /** `waitWord`: this end's wait word; `peerWaitWord`: the other end's, read after publishing. */
+  protected constructor(memory: ArrayBuffer, options: ChannelOptions<T>, waitWord: number, peerWaitWord: number) {
     const geometry = attachRing(memory, options as ChannelOptions<unknown>);
     this.u32 = geometry.u32;
     this.data = geometry.data;
@@ -223,6 +226,7 @@ export abstract class RingEnd<T> {
     this.#spin = spin / 1000;
     this.#spinBudget = this.#spin;
     this.#waitWord = waitWord;
+    this.#peerWaitWord = peerWaitWord;
     // Our own wait word may hold a value from a previous user of the ring: continue from it, even.
     this.#waitSeq = ((this.u32[waitWord]! + 1) & ~1) >>> 0;
   }
@@ -240,6 +244,19 @@ export abstract class RingEnd<T> {
     if (this.error) return;
     this.error = error;
     this.stop(error);
+  }
+
+  /**
+   * @internal Rings the other end if it announced sleep (an odd wait word) since we last rang
+   * it, or always with `force`. Runs after a publish (SPEC "Sleeping", the peer's step 4).
+   */
+  protected wake(force = false): void {
+    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
+    const seq = Atomics.load(this.u32, this.#peerWaitWord);
+    if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
+      this.#rung = seq;
+      this.strategy.notify();
+    }
   }
 
   /** @internal Moves the channel to the failed state (first error wins) and throws it. */

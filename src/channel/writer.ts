@@ -41,7 +41,6 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   #tailLo: number; // authoritative: only this end writes the tail
   #tailHi: number;
   #headLo: number; // last validated head seen
-  #rung = -1; // the consumer wait sequence last rung, so one sleep gets one doorbell
   #into: boolean;
   readonly #bytes: boolean; // the built-in bytes codec: copied without calls through the codec
   #pad = 0; // padding bytes the last reserve() put before its record
@@ -55,7 +54,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
 
   /** Attaches to the ring at `options.offset` (formatting it first with `format: true`). */
   constructor(memory: ArrayBuffer, options: ChannelOptions<T> = {}) {
-    super(memory, options, W_PRODUCER_WAIT);
+    super(memory, options, W_PRODUCER_WAIT, W_CONSUMER_WAIT);
     this.#into = typeof this.codec.encodeInto === 'function' && typeof this.codec.maxSize === 'function';
     this.#bytes = this.codec === (bytesCodec as unknown as Codec<T>);
     const u32 = this.u32;
@@ -259,7 +258,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     this.#claim = -1;
     this.#usable(type);
     this.#record(at, length, type);
-    this.#wake();
+    this.wake();
   }
 
   /** Drops the claimed record; nothing is published. */
@@ -278,7 +277,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the writer was closed'));
     if (this.u32.length === 0) return;
     Atomics.store(this.u32, W_WRITER_CLOSED, 1);
-    this.#wake(true);
+    this.wake(true);
   }
 
   // Throws unless sending is allowed now; true so that it chains in ready() predicates.
@@ -447,18 +446,9 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
 
   #flush(): void {
     this.#publish();
-    this.#wake();
+    this.wake();
   }
 
-  // Rings the reader if it announced sleep since we last rang it. Runs after a publish.
-  #wake(force = false): void {
-    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
-    const seq = Atomics.load(this.u32, W_CONSUMER_WAIT);
-    if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
-      this.#rung = seq;
-      this.strategy.notify();
-    }
-  }
 
   // Loads and validates the consumer's head; returns the bytes in use.
   #refreshHead(): number {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fail, withPath } from '../errors.js';
 import { native } from '../native.js';
 import { DeviceBase } from './base.js';
+import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, doorbellValue } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 
 /** Options of {@link openSysfs}. */
@@ -11,10 +12,6 @@ export interface OpenSysfsOptions extends ListDevicesOptions {
   writeCombine?: boolean;
 }
 
-const IVPOSITION = 8;
-const DOORBELL = 12;
-const PCI_COMMAND = 4;
-const PCI_COMMAND_MEMORY = 0x2;
 
 /**
  * An ivshmem device in a Linux guest through sysfs BAR mappings: memory, ID and doorbells, but
@@ -42,7 +39,7 @@ export class SysfsDevice extends DeviceBase {
 
   protected doorbell(peer: number, vector: number): void {
     this.assertOpen();
-    native.write32(this.#registers, DOORBELL, ((peer << 16) | vector) >>> 0);
+    native.write32(this.#registers, DOORBELL, doorbellValue(peer, vector));
   }
 
   protected override noDoorbell(): never {

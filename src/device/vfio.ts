@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { IvshmemError, withPath } from '../errors.js';
 import { native } from '../native.js';
 import { DeviceBase } from './base.js';
+import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 
 /** Options of {@link openVfio}. */
@@ -15,11 +16,6 @@ export interface OpenVfioOptions extends ListDevicesOptions {
   bind?: boolean;
 }
 
-const IVPOSITION = 8;
-const DOORBELL = 12;
-const PCI_COMMAND = 4;
-const PCI_COMMAND_MEMORY = 0x2;
-const PCI_COMMAND_MASTER = 0x4;
 const VFIO_DRIVER = 'vfio-pci';
 const CONTAINER = '/dev/vfio/vfio';
 
@@ -59,7 +55,7 @@ export class VfioDevice extends DeviceBase {
   }
 
   protected doorbell(peer: number, vector: number): void {
-    this.#registers.write32(DOORBELL, ((peer << 16) | vector) >>> 0);
+    this.#registers.write32(DOORBELL, doorbellValue(peer, vector));
   }
 
   protected override noDoorbell(): never {

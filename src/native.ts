@@ -4,7 +4,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IvshmemError } from './errors.js';
+import { fail, IvshmemError, type ErrnoCode } from './errors.js';
 
 /** The addon's primitives. Internal: the public API wraps them. */
 export interface Native {
@@ -29,7 +29,7 @@ export interface Native {
   eventfdSignal(fd: number, value?: number, path?: string): boolean;
   eventfdDrain(fd: number, path?: string): number;
 
-  Watcher: new (fd: number, callback: (error: string | null, events: number) => void) => NativeWatcher;
+  Watcher: new (fd: number, callback: (error: ErrnoCode | null, events: number) => void) => NativeWatcher;
   readonly READABLE: number;
   readonly WRITABLE: number;
   readonly DISCONNECT: number;
@@ -113,9 +113,9 @@ function load(): { addon: Native; path: string } {
       tried.push(`  ${path}: ${(error as Error).message.split('\n')[0]}`);
     }
   }
-  throw new IvshmemError(
+  fail(
+    'ERR_IVSHMEM_NATIVE',
     `The ivshmem native addon could not be loaded. Run \`npm rebuild ivshmem\` (needs python3, make and g++). Tried:\n${tried.join('\n')}`,
-    { code: 'ERR_IVSHMEM_NATIVE' },
   );
 }
 

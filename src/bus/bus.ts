@@ -8,7 +8,7 @@ import { deviceWaitStrategy, pollingWaitStrategy, type WaitStrategy } from '../c
 import { ChannelWriter } from '../channel/writer.js';
 import type { Codec } from '../channel/codec.js';
 import type { Device } from '../device/types.js';
-import { fail, IvshmemError, type IvshmemErrorCode } from '../errors.js';
+import { fail, ivshmemError, IvshmemError, type IvshmemErrorCode } from '../errors.js';
 import { ENTRY_STATE, NAME_MAX, PERIOD_MAX, PERIOD_MIN, SLOT, SLOT_STATE } from './layout.js';
 import { openRegion, ringArea, type Geometry, type RegionFormat } from './region.js';
 import { nameBytes, readEntry, readSlot, setEntryState, slotWords, writeEntry, writeSlot, type EntryCopy, type SlotCopy } from './slots.js';
@@ -106,9 +106,6 @@ interface AcceptWaiter {
 
 const CONTROL_VECTOR = 0;
 
-function busError(code: string, message: string): IvshmemError {
-  return new IvshmemError(message, { code });
-}
 
 /**
  * Peers on one shared-memory region: who is there (by name, with liveness), and named channels
@@ -285,7 +282,7 @@ export class Bus extends EventEmitter<BusEvents> {
       Atomics.compareExchange(words, SLOT.owner / 4, this.self.session, 0);
       for (const k of this.#known.values()) this.#ring(k.peer);
     }
-    this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the bus was closed'), false);
+    this.#shutdown(ivshmemError('ERR_IVSHMEM_CLOSED', 'the bus was closed'), false);
   }
 
   #owned(): boolean {
@@ -322,10 +319,10 @@ export class Bus extends EventEmitter<BusEvents> {
 
   #beat(): void {
     if (this.#closed) return;
-    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
+    if (this.#memory.byteLength === 0) return this.#shutdown(ivshmemError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
     if (!this.#owned()) {
       return this.#shutdown(
-        busError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than two heartbeats?)`),
+        ivshmemError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than two heartbeats?)`),
         true,
       );
     }
@@ -336,7 +333,7 @@ export class Bus extends EventEmitter<BusEvents> {
   // Looks at every slot: who came, who left, who went silent, and what they opened to us.
   #scan(): void {
     if (this.#closed) return;
-    if (this.#memory.byteLength === 0) return this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
+    if (this.#memory.byteLength === 0) return this.#shutdown(ivshmemError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
     const now = performance.now();
     // After a stall of our own (a busy event loop, a paused VM) nobody's silence means anything.
     const stalled = now - this.#lastTick > this.#period;
@@ -539,7 +536,7 @@ export class Bus extends EventEmitter<BusEvents> {
       offset = Math.max(offset, align128(u.offset + u.size));
     }
     if (entry < 0 || offset + size > end) {
-      throw busError(
+      throw ivshmemError(
         'ERR_IVSHMEM_BUS_FULL',
         entry < 0
           ? `all ${this.geometry.entries} channel entries of this peer are in use: close channels first`
@@ -562,8 +559,8 @@ export class Bus extends EventEmitter<BusEvents> {
   }
 
   #assertOpen(): void {
-    if (!this.#closed && this.#memory.byteLength === 0) this.#shutdown(busError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
-    if (this.#closed) throw busError('ERR_IVSHMEM_CLOSED', 'the bus is closed');
+    if (!this.#closed && this.#memory.byteLength === 0) this.#shutdown(ivshmemError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
+    if (this.#closed) throw ivshmemError('ERR_IVSHMEM_CLOSED', 'the bus is closed');
   }
 
   // `failed`: the bus ends on its own (evicted, device closed), not by close().
@@ -647,7 +644,7 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
     if (Atomics.compareExchange(words, SLOT.owner / 4, 0, session) === 0) slot = i;
   }
   if (slot < 0) {
-    throw busError('ERR_IVSHMEM_BUS_FULL', `all ${geometry.maxPeers} peer slots of the region are taken: wait for a peer to leave (dead peers are freed within two heartbeats), or format the region for more peers`);
+    throw ivshmemError('ERR_IVSHMEM_BUS_FULL', `all ${geometry.maxPeers} peer slots of the region are taken: wait for a peer to leave (dead peers are freed within two heartbeats), or format the region for more peers`);
   }
   const words = slotWords(memory, geometry, slot);
   Atomics.store(words, SLOT.state / 4, SLOT_STATE.joining);

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { IvshmemError } from '../errors.js';
+import { ivshmemError, type IvshmemError, type IvshmemErrorCode } from '../errors.js';
 import {
   ENTRIES_LIMIT,
   ENTRY_SIZE,
@@ -37,8 +37,8 @@ export interface Geometry {
   generation: number;
 }
 
-function regionError(message: string, code = 'ERR_IVSHMEM_REGION'): IvshmemError {
-  return new IvshmemError(message, { code });
+function regionError(message: string, code: IvshmemErrorCode = 'ERR_IVSHMEM_REGION'): IvshmemError {
+  return ivshmemError(code, message);
 }
 
 /** Byte offset of slot `i` in the peer table. */

@@ -3,6 +3,7 @@
 import { attach } from '../bus/bus.js';
 import { utf8Codec } from '../channel/codec.js';
 import { connect } from '../device/server-peer.js';
+import { ivshmemError } from '../errors.js';
 
 const [socketPath, role, roundsText] = process.argv.slice(2) as [string, 'ping' | 'pong', string];
 const rounds = Number(roundsText);
@@ -35,7 +36,7 @@ if (role === 'pong') {
     await outbox.send(`ping ${i}`);
     const reply = await inbox.receive();
     times[i - 1] = Number(process.hrtime.bigint() - start) / 1000;
-    if (reply !== `pong ${i}`) throw new Error(`round ${i}: got '${reply}'`);
+    if (reply !== `pong ${i}`) throw ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem demo: round ${i}: got '${reply}'`);
     if (i <= 3) samples.push(`ping ${i} -> ${reply}`);
   }
   times.sort();

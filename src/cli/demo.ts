@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { formatRegion, inspectRegion } from '../bus/inspect.js';
 import { openFile } from '../device/file.js';
 import { IvshmemServer } from '../server/server.js';
+import { fail, ivshmemError } from '../errors.js';
 import { parseArgs } from './args.js';
 
 export const demoHelp = `ivshmem demo [--rounds N]: two peer processes over our server, no VM needed
@@ -34,7 +35,7 @@ function next<T>(proc: ChildProcess, event: string): Promise<T> {
       proc.off('exit', onExit);
       resolve(msg as T);
     };
-    const onExit = (code: number | null): void => reject(new Error(`demo peer exited (${code}) before '${event}'`));
+    const onExit = (code: number | null): void => reject(ivshmemError('ERR_IVSHMEM_PEER_GONE', `ivshmem demo: a demo peer exited (${code}) before '${event}'`));
     proc.on('message', onMessage);
     proc.once('exit', onExit);
   });
@@ -48,7 +49,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const rounds = flags.rounds === undefined ? 10_000 : Number(flags.rounds);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`ivshmem demo: --rounds must be a positive integer, got ${String(flags.rounds)}`);
+  if (!Number.isInteger(rounds) || rounds < 1) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem demo: --rounds must be a positive integer, got ${String(flags.rounds)}`);
   const dir = mkdtempSync(join(tmpdir(), 'ivshmem-demo-'));
   const server = await IvshmemServer.listen({ socket: join(dir, 'socket'), size: 4 << 20, vectors: 2 });
   server.on('log', (line) => console.log(`server: ${line}`));

@@ -41,9 +41,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    // Expected failures get one clear line; anything else keeps its stack.
-    if (error instanceof IvshmemError || (error instanceof Error && error.message.startsWith('ivshmem'))) {
-      console.error(error.message.startsWith('ivshmem') ? error.message : `ivshmem: ${error.message}`);
+    // Expected failures (typed) get one clear line; anything else is a defect and keeps its stack.
+    if (error instanceof IvshmemError) {
+      // Messages of a command's own checks already name it ('ivshmem server: ...').
+      console.error(/^ivshmem\b/.test(error.message) ? error.message : `ivshmem: ${error.message}`);
     } else {
       console.error(error);
     }

@@ -1,6 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IvshmemServer } from '../server/server.js';
+import { fail } from '../errors.js';
 import { flagHelp, parseArgs, parseSize, type FlagSpec } from './args.js';
 
 const specs: FlagSpec[] = [
@@ -28,7 +29,7 @@ ${flagHelp(specs)}`;
 function shmPath(flags: Record<string, string | true>): string | undefined {
   const name = flags.shm as string | undefined;
   const dir = flags.dir as string | undefined;
-  if (name && dir) throw new Error('ivshmem server: give either -M/--shm or -m/--dir, not both');
+  if (name && dir) fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'ivshmem server: give either -M/--shm or -m/--dir, not both');
   if (dir) return join(dir, `ivshmem-${process.pid}`);
   if (!name) return undefined;
   return name.includes('/') ? name : `/dev/shm/${name}`;

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { fail, IvshmemError } from '../errors.js';
+import { fail, ivshmemError, IvshmemError, type ErrnoCode } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
 import type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './types.js';
 
@@ -182,7 +182,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
   }
 
   #closedError(): IvshmemError {
-    return new IvshmemError(`The ${this.backend} device is closed.`, { code: 'ERR_IVSHMEM_CLOSED' });
+    return ivshmemError('ERR_IVSHMEM_CLOSED', `The ${this.backend} device is closed.`);
   }
 
   #source(vector: number): Vector {
@@ -211,11 +211,11 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     });
   }
 
-  #onReadable(vector: number, error: string | null): void {
+  #onReadable(vector: number, error: ErrnoCode | null): void {
     const source = this.#sources[vector]!;
     if (error) {
       // libuv has stopped the handle: fail this vector's waits rather than leave them hanging.
-      const failure = new IvshmemError(`interrupt vector ${vector} of the ${this.backend} device failed: ${error}`, { code: error });
+      const failure = ivshmemError(error, `interrupt vector ${vector} of the ${this.backend} device failed: ${error}`);
       source.failure = failure;
       source.watcher?.close();
       source.watcher = null;

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { IvshmemError } from '../errors.js';
+import { fail } from '../errors.js';
 
 /** An ivshmem PCI function as sysfs describes it (see {@link listDevices}). */
 export interface PciDeviceInfo {
@@ -152,9 +152,7 @@ export function resolveDevice(address?: string, options: ListDevicesOptions = {}
   const found = address === undefined ? devices[0] : devices.find((d) => d.address === normalizeAddress(address));
   if (found) return found;
   const present = devices.length ? `ivshmem devices here: ${devices.map((d) => `${d.address} (${d.kind})`).join(', ')}` : 'this machine has no ivshmem device (PCI 1af4:1110)';
-  throw new IvshmemError(`${address === undefined ? 'No ivshmem device found' : `No ivshmem device at ${address}`}: ${present}`, {
-    code: 'ERR_IVSHMEM_NO_DEVICE',
-  });
+  fail('ERR_IVSHMEM_NO_DEVICE', `${address === undefined ? 'No ivshmem device found' : `No ivshmem device at ${address}`}: ${present}`);
 }
 
 /** `00:03.0` → `0000:00:03.0`: lspci's short form is accepted too. */

@@ -1,4 +1,4 @@
-import { fail, IvshmemError } from '../errors.js';
+import { fail, ivshmemError, IvshmemError } from '../errors.js';
 import { native } from '../native.js';
 import { MessageSocket } from '../server/message-socket.js';
 import { DeviceBase } from './base.js';
@@ -101,7 +101,7 @@ export class ServerPeerDevice extends DeviceBase {
 
   private protocolError(why: string, fd: number): void {
     if (fd >= 0) native.close(fd);
-    const error = new IvshmemError(`ivshmem protocol error from '${this.socketPath}': ${why}`, { code: 'ERR_IVSHMEM_PROTOCOL', path: this.socketPath });
+    const error = ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${this.socketPath}': ${why}`, { path: this.socketPath });
     this.#socket.close();
     this.emit('disconnect', error);
   }
@@ -159,7 +159,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
       reject(error);
     };
     const violation = (why: string, fdToClose: number): void =>
-      failSetup(new IvshmemError(`ivshmem protocol error from '${socketPath}': ${why}`, { code: 'ERR_IVSHMEM_PROTOCOL', path: socketPath }), fdToClose);
+      failSetup(ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${socketPath}': ${why}`, { path: socketPath }), fdToClose);
 
     const finish = (): void => {
       if (stage !== 'peers') return;
@@ -233,16 +233,13 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
         if (device) return device.ended(error);
         failSetup(
           error ??
-            new IvshmemError(`the server at '${socketPath}' closed the connection during setup (stage: ${stage})`, {
-              code: 'ERR_IVSHMEM_PROTOCOL',
-              path: socketPath,
-            }),
+            ivshmemError('ERR_IVSHMEM_PROTOCOL', `the server at '${socketPath}' closed the connection during setup (stage: ${stage})`, { path: socketPath }),
         );
       },
     });
 
     const timer = setTimeout(
-      () => failSetup(new IvshmemError(`the server at '${socketPath}' did not finish the setup within ${timeout} ms`, { code: 'ETIMEDOUT', path: socketPath })),
+      () => failSetup(ivshmemError('ERR_IVSHMEM_TIMEOUT', `the server at '${socketPath}' did not finish the setup within ${timeout} ms`, { path: socketPath })),
       timeout,
     );
     const aborted = (): void => failSetup(signal!.reason as Error);

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { constants, existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { IvshmemError, withPath } from '../errors.js';
+import { fail, ivshmemError, IvshmemError, withPath, type ErrnoCode } from '../errors.js';
 import { native } from '../native.js';
 import { DeviceBase } from './base.js';
 import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue } from './registers.js';
@@ -59,7 +59,7 @@ export class VfioDevice extends DeviceBase {
   }
 
   protected override noDoorbell(): never {
-    throw new IvshmemError(`${this.address} is an ivshmem-plain device: it has no doorbell and no interrupts (use ivshmem-doorbell).`, { code: 'ERR_IVSHMEM_NO_DOORBELL' });
+    fail('ERR_IVSHMEM_NO_DOORBELL', `${this.address} is an ivshmem-plain device: it has no doorbell and no interrupts (use ivshmem-doorbell).`);
   }
 
   protected release(): void {
@@ -84,9 +84,6 @@ function runUndo(undo: Array<() => void>): void {
   if (first) throw first;
 }
 
-function vfioError(code: string, message: string, path?: string): IvshmemError {
-  return new IvshmemError(message, path === undefined ? { code } : { code, path });
-}
 
 /**
  * Opens an ivshmem device through VFIO. Without an address, the first ivshmem device.
@@ -108,22 +105,20 @@ export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioD
     const container = native.open(CONTAINER, constants.O_RDWR);
     undo.push(() => native.close(container));
     if (native.vfioGetApiVersion(container, CONTAINER) !== native.vfio.API_VERSION) {
-      throw vfioError('ERR_IVSHMEM_NO_VFIO', `${CONTAINER} speaks an unknown VFIO API version`, CONTAINER);
+      throw ivshmemError('ERR_IVSHMEM_NO_VFIO', `${CONTAINER} speaks an unknown VFIO API version`, { path: CONTAINER });
     }
     const iommuType = noiommu ? native.vfio.NOIOMMU_IOMMU : native.vfio.TYPE1v2_IOMMU;
     if (native.vfioCheckExtension(container, iommuType, CONTAINER) <= 0) {
-      throw vfioError('ERR_IVSHMEM_NO_IOMMU', `VFIO here does not support the ${noiommu ? 'no-IOMMU' : 'type 1 v2'} IOMMU model`, CONTAINER);
+      throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `VFIO here does not support the ${noiommu ? 'no-IOMMU' : 'type 1 v2'} IOMMU model`, { path: CONTAINER });
     }
     const groupPath = `/dev/vfio/${noiommu ? 'noiommu-' : ''}${group}`;
     const groupFd = openGroup(groupPath);
     undo.push(() => native.close(groupFd));
     if (!native.vfioGroupGetStatus(groupFd, groupPath).viable) {
       const members = readdirSync(`/sys/kernel/iommu_groups/${group}/devices`).join(', ');
-      throw vfioError(
+      throw ivshmemError(
         'ERR_IVSHMEM_DEVICE_BUSY',
-        `IOMMU group ${group} is not viable: every device in it (${members}) must be bound to vfio-pci or to no driver`,
-        groupPath,
-      );
+        `IOMMU group ${group} is not viable: every device in it (${members}) must be bound to vfio-pci or to no driver`, { path: groupPath });
     }
     native.vfioGroupSetContainer(groupFd, container, groupPath);
     native.vfioSetIommu(container, iommuType, CONTAINER);
@@ -135,7 +130,7 @@ export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioD
     undo.push(() => registers.release());
     const bar2 = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_BAR2_REGION_INDEX, info.address);
     if (!(bar2.flags & native.vfio.REGION_INFO_FLAG_MMAP) || bar2.size === 0) {
-      throw vfioError('ERR_IVSHMEM_SIZE', `${info.address}: BAR2 (the shared memory) cannot be mapped through VFIO`, info.address);
+      throw ivshmemError('ERR_IVSHMEM_SIZE', `${info.address}: BAR2 (the shared memory) cannot be mapped through VFIO`, { path: info.address });
     }
     const memory = native.map(deviceFd, bar2.offset, bar2.size, true, info.address);
     undo.push(() => native.unmap(memory));
@@ -164,14 +159,12 @@ function checkIommu(info: PciDeviceInfo): boolean {
   if (info.iommuGroup !== null) return true;
   const mode = readText('/sys/module/vfio/parameters/enable_unsafe_noiommu_mode');
   if (mode === 'Y' || mode === '1') return true;
-  throw vfioError(
+  throw ivshmemError(
     'ERR_IVSHMEM_NO_IOMMU',
     `${info.address} has no IOMMU group, so VFIO cannot use it. Give the guest a vIOMMU ` +
       `(QEMU: -M q35,kernel-irqchip=split -device intel-iommu,intremap=on, before the ivshmem device; kernel: intel_iommu=on), ` +
       `or use a kernel with VFIO no-IOMMU mode (modprobe vfio enable_unsafe_noiommu_mode=1). ` +
-      `Without interrupts, openDevice(address, { backend: 'sysfs' }) still gives memory and doorbells.`,
-    info.sysfsPath,
-  );
+      `Without interrupts, openDevice(address, { backend: 'sysfs' }) still gives memory and doorbells.`, { path: info.sysfsPath });
 }
 
 function isNoiommuGroup(group: number): boolean {
@@ -191,8 +184,8 @@ function sysfsWrite(path: string, value: string): void {
     writeFileSync(path, value);
   } catch (error) {
     const e = error as NodeJS.ErrnoException;
-    throw new IvshmemError(`${e.code}: cannot write '${value.trim()}' to ${path}${e.code === 'EACCES' || e.code === 'EPERM' ? ' (binding drivers needs root)' : ''}`, {
-      code: e.code ?? 'EIO',
+    const code = (e.code ?? 'EIO') as ErrnoCode;
+    throw ivshmemError(code, `${code}: cannot write '${value.trim()}' to ${path}${code === 'EACCES' || code === 'EPERM' ? ' (binding drivers needs root)' : ''}`, {
       errno: e.errno === undefined ? undefined : -e.errno,
       syscall: 'write',
       path,
@@ -214,19 +207,17 @@ function bindDriver(info: PciDeviceInfo, bind: boolean, undo: Array<() => void>)
   const current = driverOf(info);
   if (current === VFIO_DRIVER) return;
   if (!bind) {
-    throw vfioError(
+    throw ivshmemError(
       'ERR_IVSHMEM_DEVICE_BUSY',
       current
         ? `${info.address} is held by the ${current} driver, not vfio-pci: pass { bind: true } to rebind it (restored on close)`
-        : `${info.address} is not bound to vfio-pci: pass { bind: true } to bind it (released on close)`,
-      info.sysfsPath,
-    );
+        : `${info.address} is not bound to vfio-pci: pass { bind: true } to bind it (released on close)`, { path: info.sysfsPath });
   }
   const drivers = '/sys/bus/pci/drivers';
   if (!existsSync(join(drivers, VFIO_DRIVER))) {
     spawnSync('modprobe', [VFIO_DRIVER], { stdio: 'ignore' });
     if (!existsSync(join(drivers, VFIO_DRIVER))) {
-      throw vfioError('ERR_IVSHMEM_NO_VFIO', `the vfio-pci driver is not loaded and modprobe vfio-pci failed`, join(drivers, VFIO_DRIVER));
+      throw ivshmemError('ERR_IVSHMEM_NO_VFIO', `the vfio-pci driver is not loaded and modprobe vfio-pci failed`, { path: join(drivers, VFIO_DRIVER) });
     }
   }
   const overridePath = join(info.sysfsPath, 'driver_override');
@@ -255,7 +246,7 @@ function groupOf(info: PciDeviceInfo): number {
   try {
     return Number(basename(readlinkSync(link)));
   } catch {
-    throw vfioError('ERR_IVSHMEM_NO_IOMMU', `${info.address} has no IOMMU group after binding vfio-pci`, link);
+    throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `${info.address} has no IOMMU group after binding vfio-pci`, { path: link });
   }
 }
 
@@ -265,10 +256,10 @@ function openGroup(path: string): number {
   } catch (error) {
     const code = (error as IvshmemError).code;
     if (code === 'EBUSY') {
-      throw vfioError('ERR_IVSHMEM_DEVICE_BUSY', `${path} is open in another process (a VFIO group has one user at a time)`, path);
+      throw ivshmemError('ERR_IVSHMEM_DEVICE_BUSY', `${path} is open in another process (a VFIO group has one user at a time)`, { path });
     }
     if (code === 'EACCES' || code === 'EPERM') {
-      throw new IvshmemError(`${code}: no permission to open ${path}: run as root or give this user access to the VFIO group`, { code, syscall: 'open', path, cause: error });
+      throw ivshmemError(code, `${code}: no permission to open ${path}: run as root or give this user access to the VFIO group`, { syscall: 'open', path, cause: error });
     }
     throw withPath(error, path);
   }
@@ -292,7 +283,7 @@ function enableBusMaster(deviceFd: number, address: string): void {
 // the same accesses through the region with pread/pwrite.
 function openRegisters(deviceFd: number, address: string): Registers {
   const bar0 = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_BAR0_REGION_INDEX, address);
-  if (bar0.size < 16) throw vfioError('ERR_IVSHMEM_SIZE', `${address}: BAR0 (registers) is missing`, address);
+  if (bar0.size < 16) throw ivshmemError('ERR_IVSHMEM_SIZE', `${address}: BAR0 (registers) is missing`, { path: address });
   if (bar0.flags & native.vfio.REGION_INFO_FLAG_MMAP) {
     const regs = native.map(deviceFd, bar0.offset, bar0.size, true, address);
     return {

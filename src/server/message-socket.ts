@@ -1,4 +1,4 @@
-import { IvshmemError } from '../errors.js';
+import { ivshmemError, IvshmemError, type ErrnoCode } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
 import type { FdRef } from './fd-ref.js';
 
@@ -104,11 +104,11 @@ export class MessageSocket {
     queueMicrotask(() => this.#end(error));
   }
 
-  #onEvents(error: string | null, events: number): void {
+  #onEvents(error: ErrnoCode | null, events: number): void {
     if (error) {
       // libuv reports any POLLERR as EBADF: a read tells the real story (ECONNRESET, EOF).
       this.#read();
-      return this.#end(new IvshmemError(`${error}: socket '${this.path}'`, { code: error, path: this.path }));
+      return this.#end(ivshmemError(error, `${error}: socket '${this.path}'`, { path: this.path }));
     }
     if (events & native.WRITABLE) this.#flush();
     if (events & native.READABLE) this.#read();
@@ -169,6 +169,6 @@ export class MessageSocket {
   }
 
   #violation(why: string): IvshmemError {
-    return new IvshmemError(`ivshmem protocol error on '${this.path}': ${why}`, { code: 'ERR_IVSHMEM_PROTOCOL', path: this.path });
+    return ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error on '${this.path}': ${why}`, { path: this.path });
   }
 }

@@ -307,7 +307,7 @@ function removeStaleSocket(path: string): void {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `'${path}' exists and is not a socket: choose another path`, { path });
   }
   if (isListening(path)) {
-    throw new IvshmemError(`another server is listening on '${path}'`, { code: 'EADDRINUSE', syscall: 'bind', path });
+    fail('ERR_IVSHMEM_ADDRESS_IN_USE', `another server is listening on '${path}'`, { path });
   }
   rmSync(path, { force: true });
 }

@@ -121,7 +121,7 @@ describe('connect() against a misbehaving server', () => {
 
   it('gives up on a silent server after the timeout', async () => {
     const path = scriptedServer([]);
-    await expect(connect(path, { timeout: 200 })).rejects.toMatchObject({ code: 'ETIMEDOUT', path });
+    await expect(connect(path, { timeout: 200 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_TIMEOUT', path });
   });
 
   it('stops when aborted', async () => {

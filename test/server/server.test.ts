@@ -235,7 +235,7 @@ describe('IvshmemServer lifecycle', () => {
     const server = await start();
     const seen: number[] = [];
     server.on('peer-connected', (p) => seen.push(p.id));
-    await expect(IvshmemServer.listen({ socket: server.socketPath })).rejects.toMatchObject({ code: 'EADDRINUSE', path: server.socketPath });
+    await expect(IvshmemServer.listen({ socket: server.socketPath })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_ADDRESS_IN_USE', path: server.socketPath });
     await new Promise((r) => setTimeout(r, 20));
     expect(seen).toEqual([]);
     // A socket file with nobody behind it, as a crashed server leaves.

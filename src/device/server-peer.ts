@@ -1,6 +1,6 @@
 import { fail, ivshmemError, IvshmemError } from '../errors.js';
 import { native } from '../native.js';
-import { MessageSocket } from '../server/message-socket.js';
+import { ClientHandshake, isPeerId, isVectorCount, MAX_VECTORS, MessageSocket } from '../protocol/index.js';
 import { DeviceBase } from './base.js';
 
 /** Options of {@link connect}. */
@@ -113,10 +113,6 @@ export class ServerPeerDevice extends DeviceBase {
 
 const QUIET_MS = 20;
 
-function isPeerId(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= 0xffff;
-}
-
 /**
  * Connects to an ivshmem-server as a host-side peer.
  *
@@ -130,111 +126,66 @@ function isPeerId(value: number): boolean {
 export async function connect(socketPath: string, options: ConnectOptions = {}): Promise<ServerPeerDevice> {
   if (typeof socketPath !== 'string' || socketPath === '') fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'connect(): socketPath must be a non-empty string');
   const { vectors, timeout = 10_000, signal } = options;
-  if (vectors !== undefined && (!Number.isInteger(vectors) || vectors < 1 || vectors > 64)) {
-    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..64, got ${String(vectors)}`);
+  if (vectors !== undefined && !isVectorCount(vectors)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
   }
   signal?.throwIfAborted();
   const fd = native.socketConnect(socketPath);
 
   return new Promise<ServerPeerDevice>((resolve, reject) => {
-    let stage: 'version' | 'id' | 'shm' | 'peers' | 'ready' = 'version';
-    let id = -1;
-    let memory: ArrayBuffer | null = null;
-    const own: number[] = [];
-    const peers = new Map<number, number[]>();
+    const handshake = new ClientHandshake(socketPath, vectors);
     let device: ServerPeerDevice | null = null;
+    let settled = false;
     let quietCheck: NodeJS.Timeout | null = null;
 
-    const failSetup = (error: IvshmemError | Error, fdToClose = -1): void => {
-      if (fdToClose >= 0) native.close(fdToClose);
-      if (stage === 'ready') return;
-      stage = 'ready';
+    const stop = (): void => {
+      settled = true;
       clearTimeout(timer);
       if (quietCheck) clearTimeout(quietCheck);
       signal?.removeEventListener('abort', aborted);
+    };
+    const failSetup = (error: unknown): void => {
+      if (settled) return;
+      stop();
       socket.close();
-      for (const f of own) native.close(f);
-      for (const fds of peers.values()) for (const f of fds) native.close(f);
-      if (memory) native.unmap(memory);
+      handshake.dispose();
       reject(error);
     };
-    const violation = (why: string, fdToClose: number): void =>
-      failSetup(ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${socketPath}': ${why}`, { path: socketPath }), fdToClose);
-
     const finish = (): void => {
-      if (stage !== 'peers') return;
-      stage = 'ready';
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', aborted);
-      device = new ServerPeerDevice({ id, memory: memory!, own, peers, socket });
+      const setup = settled ? null : handshake.finish();
+      if (!setup) return;
+      stop();
+      device = new ServerPeerDevice({ ...setup, socket });
       resolve(device);
     };
 
     const socket = new MessageSocket(fd, socketPath, {
       message(value, msgFd) {
         if (device) return device.handle(value, msgFd);
-        switch (stage) {
-          case 'version':
-            if (msgFd >= 0 || value !== 0) return violation(`unsupported protocol version ${value} (expected 0)`, msgFd);
-            stage = 'id';
-            return;
-          case 'id':
-            if (msgFd >= 0 || !isPeerId(value)) return violation(`bad peer ID ${value}`, msgFd);
-            id = value;
-            stage = 'shm';
-            return;
-          case 'shm': {
-            if (value !== -1 || msgFd < 0) return violation(`expected the shared-memory fd (-1 with an fd), got ${value}${msgFd < 0 ? ' without an fd' : ''}`, msgFd);
-            try {
-              const size = native.fstat(msgFd, socketPath).size;
-              if (size <= 0) return violation('the shared memory is empty', msgFd);
-              memory = native.map(msgFd, 0, size, true, socketPath);
-            } catch (error) {
-              return failSetup(error as IvshmemError, msgFd);
-            }
-            native.close(msgFd);
-            stage = 'peers';
-            return;
-          }
-          case 'peers': {
-            if (msgFd < 0) {
-              // A peer left while we were being set up.
-              if (!isPeerId(value) || value === id) return violation(`a disconnect for ID ${value} during setup`, -1);
-              for (const f of peers.get(value) ?? []) native.close(f);
-              peers.delete(value);
-              return;
-            }
-            if (!isPeerId(value)) return violation(`peer ID ${value} out of range 0..65535`, msgFd);
-            if (value === id) {
-              native.setNonBlocking(msgFd);
-              own.push(msgFd);
-              if (own.length > 64) return violation('more than 64 vectors', -1);
-              if (vectors !== undefined && own.length === vectors) return finish();
-              if (vectors === undefined) {
-                // Our own fds come last, in one burst that may reach us in pieces: done once
-                // none has come for a moment. Passing `vectors` makes this exact and instant.
-                if (quietCheck) clearTimeout(quietCheck);
-                quietCheck = setTimeout(() => {
-                  quietCheck = null;
-                  finish();
-                }, QUIET_MS);
-              }
-              return;
-            }
-            if (own.length > 0) return violation(`peer ${value}'s eventfd after our own`, msgFd);
-            let fds = peers.get(value);
-            if (!fds) peers.set(value, (fds = []));
-            fds.push(msgFd);
-            return;
-          }
+        if (settled) {
+          if (msgFd >= 0) native.close(msgFd);
+          return;
+        }
+        let step;
+        try {
+          step = handshake.receive(value, msgFd);
+        } catch (error) {
+          return failSetup(error);
+        }
+        if (step === 'done') return finish();
+        if (step === 'settle') {
+          // Our own fds come last, in one burst that may reach us in pieces: done once none
+          // has come for a moment. Passing `vectors` makes this exact and instant.
+          if (quietCheck) clearTimeout(quietCheck);
+          quietCheck = setTimeout(() => {
+            quietCheck = null;
+            finish();
+          }, QUIET_MS);
         }
       },
       end(error) {
         if (device) return device.ended(error);
-        failSetup(
-          error ??
-            ivshmemError('ERR_IVSHMEM_PROTOCOL', `the server at '${socketPath}' closed the connection during setup (stage: ${stage})`, { path: socketPath }),
-        );
+        failSetup(error ?? handshake.hungUp());
       },
     });
 
@@ -242,7 +193,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
       () => failSetup(ivshmemError('ERR_IVSHMEM_TIMEOUT', `the server at '${socketPath}' did not finish the setup within ${timeout} ms`, { path: socketPath })),
       timeout,
     );
-    const aborted = (): void => failSetup(signal!.reason as Error);
+    const aborted = (): void => failSetup(signal!.reason);
     signal?.addEventListener('abort', aborted, { once: true });
     socket.start();
   });

@@ -4,8 +4,7 @@ import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail, IvshmemError, withPath } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
-import { FdRef } from './fd-ref.js';
-import { MessageSocket } from './message-socket.js';
+import { FdRef, isVectorCount, MAX_VECTORS, MessageSocket, PEER_IDS, sendGone, sendGreeting, sendVector } from '../protocol/index.js';
 
 /** Options of {@link IvshmemServer.listen}. */
 export interface ServerOptions {
@@ -46,7 +45,6 @@ interface Client {
   eventfds: FdRef[];
 }
 
-const MAX_PEERS = 0x10000;
 const DEFAULT_SIZE = 4 << 20;
 // A peer that leaves this many messages unread (4096 peers' worth of 64 vectors) is not reading.
 const QUEUE_LIMIT = 1 << 18;
@@ -112,12 +110,12 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
       fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'IvshmemServer.listen(): socket must be a path');
     }
     const vectors = options.vectors ?? 1;
-    if (!Number.isInteger(vectors) || vectors < 1 || vectors > 64) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `vectors must be an integer 1..64, got ${String(vectors)}`);
+    if (!isVectorCount(vectors)) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
     }
-    const maxPeers = options.maxPeers ?? MAX_PEERS;
-    if (!Number.isInteger(maxPeers) || maxPeers < 1 || maxPeers > MAX_PEERS) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `maxPeers must be an integer 1..${MAX_PEERS}, got ${String(maxPeers)}`);
+    const maxPeers = options.maxPeers ?? PEER_IDS;
+    if (!Number.isInteger(maxPeers) || maxPeers < 1 || maxPeers > PEER_IDS) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `maxPeers must be an integer 1..${PEER_IDS}, got ${String(maxPeers)}`);
     }
     const asked = options.size ?? DEFAULT_SIZE;
     const size = roundShmSize(asked);
@@ -184,7 +182,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     // Round-robin, not lowest-free: a departed peer's ID comes back as late as possible, so
     // others have time to see it leave before a newcomer takes it.
     let id = this.#lastId;
-    do id = (id + 1) % MAX_PEERS;
+    do id = (id + 1) % PEER_IDS;
     while (this.#clients.has(id));
     this.#lastId = id;
     return id;
@@ -239,15 +237,13 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     }, QUEUE_LIMIT);
 
     const s = client.socket;
-    s.send(0);
-    s.send(id);
-    s.send(-1, this.#shm);
+    sendGreeting(s, id, this.#shm);
     for (const other of this.#clients.values()) {
-      for (const efd of other.eventfds) s.send(other.id, efd);
+      for (const efd of other.eventfds) sendVector(s, other.id, efd);
     }
-    for (const efd of eventfds) s.send(id, efd);
+    for (const efd of eventfds) sendVector(s, id, efd);
     for (const other of this.#clients.values()) {
-      for (const efd of eventfds) other.socket.send(id, efd);
+      for (const efd of eventfds) sendVector(other.socket, id, efd);
     }
     this.#clients.set(id, client);
     s.start();
@@ -259,7 +255,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     if (!this.#clients.delete(client.id)) return;
     client.socket.close();
     for (const efd of client.eventfds) efd.release();
-    if (tell) for (const other of this.#clients.values()) other.socket.send(client.id);
+    if (tell) for (const other of this.#clients.values()) sendGone(other.socket, client.id);
     this.#log(`peer ${client.id} disconnected: ${reason} (${this.#clients.size} connected)`);
     this.emit('peer-disconnected', { id: client.id, vectors: client.eventfds.length }, reason);
   }

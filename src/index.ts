@@ -48,5 +48,5 @@ export {
   type DeviceWaitOptions,
   type PollingOptions,
 } from './channel/index.js';
-export { attach, Bus, type AttachOptions, type BusEvents, type BusPeer, type IncomingChannel, type PeerDownReason } from './bus/bus.js';
-export type { Geometry, RegionFormat } from './bus/region.js';
+export { attach, Bus, type AttachOptions, type BusEvents, type BusPeer, type IncomingChannel, type PeerDownReason } from './bus/index.js';
+export type { Geometry, RegionFormat } from './bus/index.js';

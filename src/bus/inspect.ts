@@ -1,22 +1,7 @@
-import { RING_HEADER_SIZE, RING_MAGIC, W_CAPACITY, W_CONSUMER_WAIT, W_HEAD_HI, W_HEAD_LO, W_MAGIC, W_PRODUCER_WAIT, W_READER_CLOSED, W_TAIL_HI, W_TAIL_LO, W_WRITER_CLOSED } from '../channel/layout.js';
+import { inspectRing, RING_HEADER_SIZE, RING_MIN_CAPACITY, type RingSnapshot } from '../channel/index.js';
 import { ENTRY_STATE, REGION_MAGIC, REGION_READY, SB, SLOT_STATE, SUPERBLOCK_SIZE } from './layout.js';
 import { openRegion, type Geometry } from './region.js';
 import { readEntry, readSlot } from './slots.js';
-
-/** One channel ring as it is right now. */
-export interface RingSnapshot {
-  valid: boolean;
-  capacity: number;
-  head: number;
-  tail: number;
-  /** Bytes written and not yet consumed. */
-  fill: number;
-  writerClosed: boolean;
-  readerClosed: boolean;
-  /** The wait words: odd while that end sleeps and wants a doorbell. */
-  producerSleeping: boolean;
-  consumerSleeping: boolean;
-}
 
 /** One directory entry with its ring. */
 export interface ChannelSnapshot {
@@ -77,7 +62,7 @@ export async function inspectRegion(memory: ArrayBuffer): Promise<RegionSnapshot
     if (s.owner === 0 && s.state === SLOT_STATE.free) continue;
     const channels: ChannelSnapshot[] = [];
     for (let e = 0; e < geometry.entries; e++) {
-      const entry = readEntry(memory, geometry, i, e, RING_HEADER_SIZE + 64);
+      const entry = readEntry(memory, geometry, i, e, RING_HEADER_SIZE + RING_MIN_CAPACITY);
       if (entry.state !== ENTRY_STATE.open && entry.state !== ENTRY_STATE.closed) continue;
       channels.push({
         entry: e,
@@ -89,7 +74,7 @@ export async function inspectRegion(memory: ArrayBuffer): Promise<RegionSnapshot
         ringOffset: entry.ringOffset,
         ringSize: entry.ringSize,
         problem: entry.problem,
-        ring: entry.problem ? null : ringSnapshot(memory, entry.ringOffset),
+        ring: entry.problem ? null : inspectRing(memory, entry.ringOffset),
       });
     }
     peers.push({
@@ -106,23 +91,6 @@ export async function inspectRegion(memory: ArrayBuffer): Promise<RegionSnapshot
     });
   }
   return { state: 'ready', geometry, error: null, peers };
-}
-
-function ringSnapshot(memory: ArrayBuffer, offset: number): RingSnapshot {
-  const w = new Uint32Array(memory, offset, RING_HEADER_SIZE / 4).slice();
-  const head = w[W_HEAD_LO]! + w[W_HEAD_HI]! * 2 ** 32;
-  const tail = w[W_TAIL_LO]! + w[W_TAIL_HI]! * 2 ** 32;
-  return {
-    valid: w[W_MAGIC] === RING_MAGIC,
-    capacity: w[W_CAPACITY]!,
-    head,
-    tail,
-    fill: tail - head,
-    writerClosed: w[W_WRITER_CLOSED] !== 0,
-    readerClosed: w[W_READER_CLOSED] !== 0,
-    producerSleeping: (w[W_PRODUCER_WAIT]! & 1) === 1,
-    consumerSleeping: (w[W_CONSUMER_WAIT]! & 1) === 1,
-  };
 }
 
 /** The snapshot as text for people. */

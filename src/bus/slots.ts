@@ -1,5 +1,6 @@
-// Reading other peers' slots and directory entries: each copied once, then checked against the
-// geometry. Writing our own.
+// The peer table and the directories: reading other peers' slots and entries (each copied once,
+// then checked against the geometry), writing our own, and the slot-claim protocol. Every write
+// to a slot or an entry, and every atomic on them, is here.
 import { ENTRY, ENTRY_SIZE, ENTRY_STATE, NAME_MAX, NO_DOORBELL, PERIOD_MAX, PERIOD_MIN, SLOT, SLOT_SIZE, SLOT_STATE } from './layout.js';
 import { entryOffset, ringArea, slotOffset, type Geometry } from './region.js';
 
@@ -75,7 +76,7 @@ export function readSlot(memory: ArrayBuffer, g: Geometry, i: number): SlotCopy 
 }
 
 /** Our own slot's fields, written once at join (the owner word is claimed separately). */
-export function writeSlot(memory: ArrayBuffer, g: Geometry, i: number, fields: { deviceId: number | null; vectors: number; period: number; name: string }): void {
+function writeSlot(memory: ArrayBuffer, g: Geometry, i: number, fields: { deviceId: number | null; vectors: number; period: number; name: string }): void {
   const base = slotOffset(g, i);
   const w = words(memory, base, SLOT_SIZE);
   const name = encoder.encode(fields.name);
@@ -88,9 +89,74 @@ export function writeSlot(memory: ArrayBuffer, g: Geometry, i: number, fields: {
   w[SLOT.nameLength / 4] = name.length;
 }
 
-/** The owner word and state word of slot `i`, for atomics. */
-export function slotWords(memory: ArrayBuffer, g: Geometry, i: number): Uint32Array {
+function slotWords(memory: ArrayBuffer, g: Geometry, i: number): Uint32Array {
   return words(memory, slotOffset(g, i), SLOT_SIZE);
+}
+
+/** The session holding slot `i` (0: free). */
+export function slotOwner(memory: ArrayBuffer, g: Geometry, i: number): number {
+  return Atomics.load(slotWords(memory, g, i), SLOT.owner / 4);
+}
+
+/**
+ * Frees slot `i` if `session` still holds it. The compare-exchange fails harmlessly when the
+ * holder already left or another observer freed it first.
+ */
+export function releaseSlot(memory: ArrayBuffer, g: Geometry, i: number, session: number): void {
+  Atomics.compareExchange(slotWords(memory, g, i), SLOT.owner / 4, session, 0);
+}
+
+/**
+ * Claims a free slot for `session`: the first the compare-exchange wins, or -1 when every slot
+ * is taken. A slot still held under our own device ID belongs to a dead previous incarnation
+ * of this peer (device IDs are unique among the peers a server has connected): it is freed first.
+ */
+export function claimSlot(memory: ArrayBuffer, g: Geometry, session: number, deviceId: number | null): number {
+  if (deviceId !== null) {
+    for (let i = 0; i < g.maxPeers; i++) {
+      const copy = readSlot(memory, g, i);
+      if (copy.owner !== 0 && copy.deviceId === deviceId) releaseSlot(memory, g, i, copy.owner);
+    }
+  }
+  for (let i = 0; i < g.maxPeers; i++) {
+    if (Atomics.compareExchange(slotWords(memory, g, i), SLOT.owner / 4, 0, session) === 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * Fills our claimed slot and makes it visible: joining, the fields, an empty directory (our
+ * section may hold a previous owner's), up, and `published` last (until it equals `owner`, the
+ * other fields may still be a previous owner's).
+ */
+export function publishSlot(
+  memory: ArrayBuffer,
+  g: Geometry,
+  i: number,
+  session: number,
+  fields: { deviceId: number | null; vectors: number; period: number; name: string },
+): void {
+  const w = slotWords(memory, g, i);
+  Atomics.store(w, SLOT.state / 4, SLOT_STATE.joining);
+  writeSlot(memory, g, i, fields);
+  for (let e = 0; e < g.entries; e++) setEntryState(memory, g, i, e, ENTRY_STATE.free);
+  Atomics.store(w, SLOT.state / 4, SLOT_STATE.up);
+  Atomics.store(w, SLOT.published / 4, session);
+}
+
+/** Marks our slot as leaving (before its channels close and it is released). */
+export function markLeaving(memory: ArrayBuffer, g: Geometry, i: number): void {
+  Atomics.store(slotWords(memory, g, i), SLOT.state / 4, SLOT_STATE.leaving);
+}
+
+/** Stores our heartbeat counter. */
+export function storeHeartbeat(memory: ArrayBuffer, g: Geometry, i: number, value: number): void {
+  Atomics.store(slotWords(memory, g, i), SLOT.heartbeat / 4, value);
+}
+
+/** Stores our directory generation, after a change to our directory. */
+export function storeDirectoryGeneration(memory: ArrayBuffer, g: Geometry, i: number, value: number): void {
+  Atomics.store(slotWords(memory, g, i), SLOT.directoryGeneration / 4, value);
 }
 
 /** Copies entry `e` of slot `owner`'s directory once and validates the copy against that section. */

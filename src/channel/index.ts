@@ -22,10 +22,12 @@ export {
   RING_MIN_CAPACITY,
   RING_VERSION_MAJOR,
   RING_VERSION_MINOR,
+  isRingCapacity,
   recordSize,
   ringCapacityFor,
   ringSize,
 } from './layout.js';
+export { failedReader, inspectRing, ringEnds, type RingEnds, type RingSnapshot } from './inspect.js';
 export { ChannelReader, type DrainCallback } from './reader.js';
 export { formatRing, type ChannelOptions, type FormatOptions, type RingPlacement } from './ring.js';
 export {

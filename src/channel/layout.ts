@@ -16,6 +16,10 @@ export const RING_HEADER_SIZE = 640;
 export const RING_MIN_CAPACITY = 64;
 /** Largest data area: positions are compared as 32-bit distances, so it must stay below 2^31. */
 export const RING_MAX_CAPACITY = 2 ** 30;
+/** Whether `capacity` is a data-area size a ring may have: a power of two, {@link RING_MIN_CAPACITY}..{@link RING_MAX_CAPACITY}. */
+export function isRingCapacity(capacity: number): boolean {
+  return Number.isInteger(capacity) && capacity >= RING_MIN_CAPACITY && capacity <= RING_MAX_CAPACITY && (capacity & (capacity - 1)) === 0;
+}
 /** Bytes of a record header: u32 length, u32 type. */
 export const RECORD_HEADER_SIZE = 8;
 /** Record type of a padding record, which fills the ring's end so no record wraps. */

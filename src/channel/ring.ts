@@ -5,6 +5,7 @@ import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
 import {
+  isRingCapacity,
   RING_HEADER_SIZE,
   RING_MAGIC,
   RING_MAX_CAPACITY,
@@ -96,13 +97,7 @@ function placement(memory: ArrayBuffer, options: RingPlacement): { offset: numbe
 export function formatRing(memory: ArrayBuffer, options: FormatOptions = {}): number {
   const { offset, size } = placement(memory, options);
   const capacity = options.capacity ?? ringCapacityFor(size);
-  if (
-    !Number.isInteger(capacity) ||
-    capacity < RING_MIN_CAPACITY ||
-    capacity > RING_MAX_CAPACITY ||
-    (capacity & (capacity - 1)) !== 0 ||
-    RING_HEADER_SIZE + capacity > size
-  ) {
+  if (!isRingCapacity(capacity) || RING_HEADER_SIZE + capacity > size) {
     fail(
       'ERR_IVSHMEM_SIZE',
       `formatRing(): ${size} bytes hold no ring with capacity ${String(capacity)}; the capacity is a power of two ${RING_MIN_CAPACITY}..${RING_MAX_CAPACITY} and the ring needs ${RING_HEADER_SIZE} more bytes`,

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatRegion, inspectRegion } from '../bus/inspect.js';
+import { formatRegion, inspectRegion } from '../bus/index.js';
 import { openFile } from '../device/file.js';
 import { IvshmemServer } from '../server/server.js';
 import { fail, ivshmemError } from '../errors.js';

@@ -1,4 +1,4 @@
-import { formatRegion, inspectRegion } from '../bus/inspect.js';
+import { formatRegion, inspectRegion } from '../bus/index.js';
 import { openFile } from '../device/file.js';
 import { openSysfs } from '../device/sysfs.js';
 import { connect } from '../device/server-peer.js';

@@ -1,0 +1,72 @@
+import { randomInt } from 'node:crypto';
+import { RING_HEADER_SIZE, RING_MIN_CAPACITY } from '../channel/index.js';
+import type { Device } from '../device/index.js';
+import { fail } from '../errors.js';
+import { checkCapacity } from './allocator.js';
+import { Bus } from './bus.js';
+import { NAME_MAX, PERIOD_MAX, PERIOD_MIN } from './layout.js';
+import { openRegion, ringArea, type RegionFormat } from './region.js';
+import { claimSlot, nameBytes, publishSlot } from './slots.js';
+import type { BusPeer } from './types.js';
+
+/** Options of {@link attach}. */
+export interface AttachOptions extends RegionFormat {
+  /** This peer's name, as others see it (1..64 bytes of UTF-8). */
+  name: string;
+  /** Heartbeat period in milliseconds (default 1000): a peer silent for two periods is down. */
+  heartbeat?: number;
+  /**
+   * Data-area bytes of the channels this peer opens, a power of two. Default: 64 KiB, or less so
+   * that at least four rings fit in this peer's section.
+   */
+  channelCapacity?: number;
+  /** How long to wait for another peer that is formatting the region (default 5000 ms). */
+  formatTimeout?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Joins the bus on a device's shared memory, formatting the region if it is still empty.
+ *
+ * @example
+ * ```ts
+ * const bus = await attach(await connect('/tmp/ivshmem.sock'), { name: 'alice' });
+ * const bob = await bus.waitForPeer('bob');
+ * const out = bus.open(bob, 'chat', { codec: utf8Codec });
+ * await out.send('hello');
+ * ```
+ */
+export async function attach(device: Device, options: AttachOptions): Promise<Bus> {
+  const name = options?.name;
+  if (typeof name !== 'string' || nameBytes(name) === 0 || nameBytes(name) > NAME_MAX) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `attach(): name must be 1..${NAME_MAX} bytes of UTF-8, got ${JSON.stringify(name)}`);
+  }
+  const period = options.heartbeat ?? 1000;
+  if (!Number.isInteger(period) || period < PERIOD_MIN || period > PERIOD_MAX) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `attach(): heartbeat must be ${PERIOD_MIN}..${PERIOD_MAX} ms, got ${String(period)}`);
+  }
+  if (options.channelCapacity !== undefined) checkCapacity(options.channelCapacity, 'attach(): channelCapacity');
+  if (device.closed) fail('ERR_IVSHMEM_CLOSED', 'attach(): the device is closed');
+
+  const memory = device.memory;
+  const geometry = await openRegion(memory, options, { timeout: options.formatTimeout, signal: options.signal });
+  const [areaStart, areaEnd] = ringArea(geometry, 0);
+  const quarter = (areaEnd - areaStart) / 4 - RING_HEADER_SIZE;
+  const capacity = options.channelCapacity ?? Math.max(RING_MIN_CAPACITY, Math.min(65536, 2 ** Math.floor(Math.log2(quarter))));
+  const deviceId = device.vectors > 0 ? device.id : null;
+  const vectors = device.receivesInterrupts ? device.vectors : 0;
+  let session: number;
+  do session = randomInt(1, 2 ** 32 - 1);
+  while (session === 0);
+
+  const slot = claimSlot(memory, geometry, session, deviceId);
+  if (slot < 0) {
+    fail('ERR_IVSHMEM_BUS_FULL', `all ${geometry.maxPeers} peer slots of the region are taken: wait for a peer to leave (dead peers are freed within two heartbeats), or format the region for more peers`);
+  }
+  publishSlot(memory, geometry, slot, session, { deviceId, vectors, period, name });
+
+  const self: BusPeer = Object.freeze({ slot, session, name, deviceId, vectors });
+  const bus = new Bus(device, geometry, self, { period, capacity });
+  bus.start();
+  return bus;
+}

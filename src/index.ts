@@ -4,14 +4,14 @@
  * @packageDocumentation
  */
 export { IvshmemError, type IvshmemErrorCode } from './errors.js';
-export type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './device/types.js';
-export { openFile, FileDevice, type OpenFileOptions } from './device/file.js';
-export { listDevices, formatDevices, type PciDeviceInfo, type ListDevicesOptions } from './device/discover.js';
-export { openDevice, type OpenDeviceOptions } from './device/open.js';
-export { openVfio, VfioDevice, type OpenVfioOptions } from './device/vfio.js';
-export { openSysfs, SysfsDevice, type OpenSysfsOptions } from './device/sysfs.js';
-export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './device/server-peer.js';
-export { IvshmemServer, roundShmSize, type ServerOptions, type ServerPeer, type ServerEvents } from './server/server.js';
+export type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './device/index.js';
+export { openFile, FileDevice, type OpenFileOptions } from './device/index.js';
+export { listDevices, formatDevices, type PciDeviceInfo, type ListDevicesOptions } from './device/index.js';
+export { openDevice, type OpenDeviceOptions } from './device/index.js';
+export { openVfio, VfioDevice, type OpenVfioOptions } from './device/index.js';
+export { openSysfs, SysfsDevice, type OpenSysfsOptions } from './device/index.js';
+export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './device/index.js';
+export { IvshmemServer, roundShmSize, type ServerOptions, type ServerPeer, type ServerEvents } from './server/index.js';
 export {
   createChannel,
   ChannelReader,

@@ -1,6 +1,6 @@
 // Loads the addon: prebuilds/<platform>-<arch>/ first, then a local build; on failure the error
 // lists every path tried and why each failed.
-import { existsSync, readdirSync } from 'node:fs';
+import { constants, existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -126,3 +126,25 @@ export const native: Native = loaded.addon;
 
 /** The file the addon was loaded from. */
 export const nativePath: string = loaded.path;
+
+/**
+ * Takes an flock(2) lock on the file at `path` (created if missing, mode 0666) if nobody holds
+ * it; returns its release, or null when it is held. The kernel drops the lock when its holder
+ * dies, so a lock is never left behind. The one way the library (the lab) locks host-wide.
+ */
+export function tryLockFile(path: string): (() => void) | null {
+  const fd = native.open(path, constants.O_RDWR | constants.O_CREAT, 0o666);
+  let taken = false;
+  try {
+    taken = native.tryLock(fd, path);
+  } finally {
+    if (!taken) native.close(fd);
+  }
+  if (!taken) return null;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    native.close(fd);
+  };
+}

@@ -1,4 +1,4 @@
-import type { Device } from '../device/types.js';
+import type { Device } from '../device/index.js';
 
 /**
  * How one end of a channel sleeps and wakes the other end. The channel calls `wait` only after

@@ -1,8 +1,8 @@
 // One of the two peer processes of `ivshmem demo`: joins the bus on the server's memory as
 // 'ping' or 'pong'; pong echoes ping's channel back, ping measures.
 import { attach } from '../bus/index.js';
-import { utf8Codec } from '../channel/codec.js';
-import { connect } from '../device/server-peer.js';
+import { utf8Codec } from '../channel/index.js';
+import { connect } from '../device/index.js';
 import { ivshmemError } from '../errors.js';
 
 const [socketPath, role, roundsText] = process.argv.slice(2) as [string, 'ping' | 'pong', string];

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatRegion, inspectRegion } from '../bus/index.js';
-import { openFile } from '../device/file.js';
-import { IvshmemServer } from '../server/server.js';
+import { openFile } from '../device/index.js';
+import { IvshmemServer } from '../server/index.js';
 import { fail, ivshmemError } from '../errors.js';
 import { parseArgs } from './args.js';
 

@@ -1,8 +1,5 @@
 import { formatRegion, inspectRegion } from '../bus/index.js';
-import { openFile } from '../device/file.js';
-import { openSysfs } from '../device/sysfs.js';
-import { connect } from '../device/server-peer.js';
-import type { Device } from '../device/types.js';
+import { connect, openFile, openSysfs, type Device } from '../device/index.js';
 import { fail } from '../errors.js';
 import { flagHelp, parseArgs, type FlagSpec } from './args.js';
 

@@ -1,4 +1,4 @@
-import { formatDevices, listDevices } from '../device/discover.js';
+import { formatDevices, listDevices } from '../device/index.js';
 import { nativePath } from '../native.js';
 import { parseArgs } from './args.js';
 

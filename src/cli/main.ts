@@ -5,7 +5,7 @@ import { benchCommand, benchHelp } from './bench.js';
 import { demoCommand, demoHelp } from './demo.js';
 import { dumpCommand, dumpHelp } from './dump.js';
 import { infoCommand, infoHelp } from './info.js';
-import { labCommand, labHelp } from '../testing/cli.js';
+import { labCommand, labHelp } from './lab.js';
 import { serverCommand, serverHelp } from './server.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; summary: string; help: string }> = {

@@ -1,6 +1,6 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { IvshmemServer } from '../server/server.js';
+import { IvshmemServer } from '../server/index.js';
 import { fail } from '../errors.js';
 import { flagHelp, parseArgs, parseSize, type FlagSpec } from './args.js';
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IvshmemServer } from '../server/server.js';
+import { IvshmemServer } from '../server/index.js';
 import { detectAccel, type Accel } from './accel.js';
 import { onCleanup } from './cleanup.js';
 import { LabError } from './errors.js';

@@ -3,11 +3,11 @@
 // Guest slots: TCG guests are CPU-bound, and test files run in parallel processes, so an
 // in-process limit alone would still boot too many at once. Preparation: two processes must
 // not download the same kernel side by side.
-import { chmodSync, constants, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { native } from '../native.js';
+import { tryLockFile } from '../native.js';
 import { LabError } from './errors.js';
 import { onCleanup } from './cleanup.js';
 
@@ -25,15 +25,8 @@ export function alive(pid: number): boolean {
 
 /** Takes the lock file at `path` if it is free; returns its release function, or null. */
 export function tryLock(path: string): (() => void) | null {
-  const fd = native.open(path, constants.O_RDWR | constants.O_CREAT, 0o666);
-  let taken = false;
-  try {
-    taken = native.tryLock(fd, path);
-  } finally {
-    if (!taken) native.close(fd);
-  }
-  if (!taken) return null;
-  return onCleanup(() => native.close(fd));
+  const release = tryLockFile(path);
+  return release && onCleanup(release);
 }
 
 /**

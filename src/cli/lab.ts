@@ -2,12 +2,18 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { flagHelp, parseArgs, parseSize, type FlagSpec } from '../cli/args.js';
-import { detectAccel } from './accel.js';
-import { LabError } from './errors.js';
-import { describeFailure } from './guest.js';
-import { startLab, sweepLeftovers, type LabDeviceConfig } from './lab.js';
-import { defaultCacheDir, findLabImage, prepareLab } from './prepare.js';
+import {
+  defaultCacheDir,
+  describeFailure,
+  detectAccel,
+  findLabImage,
+  LabError,
+  prepareLab,
+  startLab,
+  sweepLeftovers,
+  type LabDeviceConfig,
+} from '../testing/index.js';
+import { flagHelp, parseArgs, parseSize, type FlagSpec } from './args.js';
 
 const specs: FlagSpec[] = [
   { long: 'cache-dir', value: true, help: 'kernel and initramfs cache (default $IVSHMEM_LAB_CACHE or ~/.cache/ivshmem-lab)' },

@@ -1,0 +1,6 @@
+/**
+ * A QEMU-compatible ivshmem-server: {@link IvshmemServer}.
+ *
+ * @module
+ */
+export { IvshmemServer, roundShmSize, type ServerEvents, type ServerOptions, type ServerPeer } from './server.js';

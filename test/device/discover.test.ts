@@ -1,6 +1,6 @@
 // listDevices and the sysfs backend against a fake sysfs tree: regular files stand in for
 // config space and BARs, so the register protocol (IVPosition, doorbell word) is checked on
-// the host too. Real devices are covered by test/lab.
+// the host too. Real devices are covered by the lab tests (test/testing/*.qemu.test.ts).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,5 +1,5 @@
 // The client's setup as a state machine, fed messages directly (the scripted-server tests in
-// protocol.test.ts drive it through a real socket).
+// scripted-server.test.ts drive it through a real socket).
 import { describe, expect, it } from 'vitest';
 import { native } from '../../src/native.js';
 import { ClientHandshake, MAX_VECTORS } from '../../src/protocol/index.js';

@@ -20,6 +20,8 @@ export interface DeviceInit {
   interruptFds: number[];
   /** Number of vectors peers can be rung on (defaults to interruptFds.length). */
   vectors?: number;
+  /** How `memory` is unmapped on close (default: the addon's unmap); backends with injected system calls pass theirs. */
+  unmap?: (memory: ArrayBuffer) => void;
 }
 
 /**
@@ -33,6 +35,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
   readonly size: number;
   readonly vectors: number;
   #memory: ArrayBuffer;
+  readonly #unmap: (memory: ArrayBuffer) => void;
   #closed = false;
   #sources: Vector[];
   #iterators = 0;
@@ -42,6 +45,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     super();
     this.id = init.id;
     this.#memory = init.memory;
+    this.#unmap = init.unmap ?? native.unmap;
     this.size = init.memory.byteLength;
     this.vectors = init.vectors ?? init.interruptFds.length;
     this.#sources = init.interruptFds.map((fd) => ({ fd, watcher: null, watching: false, failure: null, waiters: new Set() }));
@@ -155,18 +159,23 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
       native.close(source.fd);
     }
     for (const closed of [...this.#closeWaiters]) closed();
+    // The memory has one owner, this class, and goes first: a backend's release() may need
+    // every mapping gone (vfio-pci's unbind waits for them).
     try {
-      this.release();
+      this.#unmap(this.#memory);
     } finally {
-      native.unmap(this.#memory);
-      this.emit('close');
+      try {
+        this.release();
+      } finally {
+        this.emit('close');
+      }
     }
   }
 
   /** Writes the doorbell; arguments are already checked. */
   protected abstract doorbell(peer: number, vector: number): void;
 
-  /** Releases the backend's own fds and mappings (not `memory` nor interrupt fds). */
+  /** Releases the backend's own fds and mappings (not `memory` nor interrupt fds: this class owns those, and has let them go before). */
   protected abstract release(): void;
 
   protected noDoorbell(): never {

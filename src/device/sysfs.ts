@@ -1,7 +1,7 @@
 import { constants, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail, withPath } from '../errors.js';
-import { native } from '../native.js';
+import { native, type Native } from '../native.js';
 import { DeviceBase } from './base.js';
 import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, doorbellValue } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
@@ -12,6 +12,19 @@ export interface OpenSysfsOptions extends ListDevicesOptions {
   writeCombine?: boolean;
 }
 
+
+/** The addon calls the sysfs backend makes. */
+export type SysfsNative = Pick<Native, 'open' | 'close' | 'fstat' | 'map' | 'unmap' | 'read32' | 'write32'>;
+
+/**
+ * What the sysfs backend needs from the system, injectable so that its logic runs in unit tests
+ * (over regular files standing in for BARs); the lab's guests are the proof on real devices.
+ */
+export interface SysfsSystem {
+  native: SysfsNative;
+  /** Where sysfs is mounted (`/sys`). */
+  sysfsRoot: string;
+}
 
 /**
  * An ivshmem device in a Linux guest through sysfs BAR mappings: memory, ID and doorbells, but
@@ -24,22 +37,24 @@ export class SysfsDevice extends DeviceBase {
   /** `doorbell` or `plain`. */
   readonly kind: PciDeviceInfo['kind'];
   #registers: ArrayBuffer;
+  readonly #native: SysfsNative;
 
   /** @internal */
-  constructor(info: PciDeviceInfo, registers: ArrayBuffer, memory: ArrayBuffer) {
+  constructor(info: PciDeviceInfo, registers: ArrayBuffer, memory: ArrayBuffer, calls: SysfsNative = native) {
     const doorbell = info.kind === 'doorbell';
     // IVPosition means nothing on a plain device (it reads 0 there).
-    const id = doorbell ? native.read32(registers, IVPOSITION) : 0;
+    const id = doorbell ? calls.read32(registers, IVPOSITION) : 0;
     // Peers are assumed to have as many vectors as we do; unknown (no root) still allows vector 0.
-    super({ id, memory, interruptFds: [], vectors: doorbell ? (info.vectors ?? 1) : 0 });
+    super({ id, memory, interruptFds: [], vectors: doorbell ? (info.vectors ?? 1) : 0, unmap: calls.unmap });
     this.address = info.address;
     this.kind = info.kind;
     this.#registers = registers;
+    this.#native = calls;
   }
 
   protected doorbell(peer: number, vector: number): void {
     this.assertOpen();
-    native.write32(this.#registers, DOORBELL, doorbellValue(peer, vector));
+    this.#native.write32(this.#registers, DOORBELL, doorbellValue(peer, vector));
   }
 
   protected override noDoorbell(): never {
@@ -54,7 +69,7 @@ export class SysfsDevice extends DeviceBase {
   }
 
   protected release(): void {
-    native.unmap(this.#registers);
+    this.#native.unmap(this.#registers);
   }
 }
 
@@ -63,13 +78,19 @@ export class SysfsDevice extends DeviceBase {
  * address, the first ivshmem device.
  */
 export function openSysfs(address?: string, options: OpenSysfsOptions = {}): SysfsDevice {
-  const info = resolveDevice(address, options);
+  return openSysfsOn({ native, sysfsRoot: options.sysfsRoot ?? '/sys' }, address, options);
+}
+
+/** {@link openSysfs} on a given system. @internal */
+export function openSysfsOn(sys: SysfsSystem, address?: string, options: OpenSysfsOptions = {}): SysfsDevice {
+  const { native } = sys;
+  const info = resolveDevice(address, { sysfsRoot: sys.sysfsRoot });
   ensureMemoryDecoding(info.sysfsPath);
-  const registers = mapResource(join(info.sysfsPath, 'resource0'));
+  const registers = mapResource(native, join(info.sysfsPath, 'resource0'));
   try {
-    const memory = mapResource(join(info.sysfsPath, options.writeCombine ? 'resource2_wc' : 'resource2'));
+    const memory = mapResource(native, join(info.sysfsPath, options.writeCombine ? 'resource2_wc' : 'resource2'));
     try {
-      return new SysfsDevice(info, registers, memory);
+      return new SysfsDevice(info, registers, memory, native);
     } catch (error) {
       native.unmap(memory);
       throw error;
@@ -80,7 +101,7 @@ export function openSysfs(address?: string, options: OpenSysfsOptions = {}): Sys
   }
 }
 
-function mapResource(path: string): ArrayBuffer {
+function mapResource(native: SysfsNative, path: string): ArrayBuffer {
   const fd = native.open(path, constants.O_RDWR);
   try {
     const size = native.fstat(fd, path).size;

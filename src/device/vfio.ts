@@ -1,11 +1,11 @@
-import { spawnSync } from 'node:child_process';
-import { constants, existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { fail, ivshmemError, IvshmemError, withPath, type ErrnoCode } from '../errors.js';
-import { native } from '../native.js';
+import { constants, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fail, ivshmemError, IvshmemError, withPath } from '../errors.js';
 import { DeviceBase } from './base.js';
 import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
+import { bindDriver, checkIommu, groupOf } from './vfio-bind.js';
+import { systemVfio, type VfioNative, type VfioSystem } from './vfio-system.js';
 
 /** Options of {@link openVfio}. */
 export interface OpenVfioOptions extends ListDevicesOptions {
@@ -16,8 +16,6 @@ export interface OpenVfioOptions extends ListDevicesOptions {
   bind?: boolean;
 }
 
-const VFIO_DRIVER = 'vfio-pci';
-const CONTAINER = '/dev/vfio/vfio';
 
 /** How a device's BAR0 registers are reached: mapped, or through the region with pread/pwrite. */
 interface Registers {
@@ -45,8 +43,16 @@ export class VfioDevice extends DeviceBase {
   #onExit = (): void => this.close();
 
   /** @internal */
-  constructor(init: { info: PciDeviceInfo; group: number; registers: Registers; memory: ArrayBuffer; interruptFds: number[]; undo: Array<() => void> }) {
-    super({ id: init.registers.read32(IVPOSITION), memory: init.memory, interruptFds: init.interruptFds });
+  constructor(init: {
+    info: PciDeviceInfo;
+    group: number;
+    registers: Registers;
+    memory: ArrayBuffer;
+    interruptFds: number[];
+    undo: Array<() => void>;
+    unmap: (memory: ArrayBuffer) => void;
+  }) {
+    super({ id: init.registers.read32(IVPOSITION), memory: init.memory, interruptFds: init.interruptFds, unmap: init.unmap });
     this.address = init.info.address;
     this.iommuGroup = init.group;
     this.#registers = init.registers;
@@ -62,11 +68,10 @@ export class VfioDevice extends DeviceBase {
     fail('ERR_IVSHMEM_NO_DOORBELL', `${this.address} is an ivshmem-plain device: it has no doorbell and no interrupts (use ivshmem-doorbell).`);
   }
 
+  // DeviceBase has unmapped the memory by now, as vfio-pci's unbind (in the undo steps) needs:
+  // it waits for every mapping of the device to go, and would hang otherwise.
   protected release(): void {
     process.off('exit', this.#onExit);
-    // The memory goes before the driver is restored: vfio-pci's unbind waits for every mapping
-    // of the device to go, and would hang here otherwise.
-    native.unmap(this.memory);
     runUndo(this.#undo);
   }
 }
@@ -96,11 +101,20 @@ function runUndo(undo: Array<() => void>): void {
  * ```
  */
 export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioDevice {
-  const info = resolveDevice(address, options);
+  return openVfioOn(systemVfio(options.sysfsRoot), address, options);
+}
+
+/** {@link openVfio} on a given system. @internal */
+export function openVfioOn(sys: VfioSystem, address?: string, options: OpenVfioOptions = {}): VfioDevice {
+  const { native } = sys;
+  const info = resolveDevice(address, { sysfsRoot: sys.sysfsRoot });
   const undo: Array<() => void> = [];
+  // Not an undo step: once the device exists, DeviceBase alone unmaps it.
+  let memory: ArrayBuffer | null = null;
+  const CONTAINER = join(sys.devRoot, 'vfio/vfio');
   try {
-    const noiommu = checkIommu(info);
-    bindDriver(info, options.bind ?? false, undo);
+    const noiommu = checkIommu(sys, info);
+    bindDriver(sys, info, options.bind ?? false, undo);
     const group = groupOf(info);
     const container = native.open(CONTAINER, constants.O_RDWR);
     undo.push(() => native.close(container));
@@ -111,11 +125,11 @@ export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioD
     if (native.vfioCheckExtension(container, iommuType, CONTAINER) <= 0) {
       throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `VFIO here does not support the ${noiommu ? 'no-IOMMU' : 'type 1 v2'} IOMMU model`, { path: CONTAINER });
     }
-    const groupPath = `/dev/vfio/${noiommu ? 'noiommu-' : ''}${group}`;
-    const groupFd = openGroup(groupPath);
+    const groupPath = join(sys.devRoot, `vfio/${noiommu ? 'noiommu-' : ''}${group}`);
+    const groupFd = openGroup(native, groupPath);
     undo.push(() => native.close(groupFd));
     if (!native.vfioGroupGetStatus(groupFd, groupPath).viable) {
-      const members = readdirSync(`/sys/kernel/iommu_groups/${group}/devices`).join(', ');
+      const members = readdirSync(join(sys.sysfsRoot, `kernel/iommu_groups/${group}/devices`)).join(', ');
       throw ivshmemError(
         'ERR_IVSHMEM_DEVICE_BUSY',
         `IOMMU group ${group} is not viable: every device in it (${members}) must be bound to vfio-pci or to no driver`, { path: groupPath });
@@ -125,25 +139,26 @@ export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioD
     const deviceFd = native.vfioGroupGetDeviceFd(groupFd, info.address, groupPath);
     undo.push(() => native.close(deviceFd));
 
-    enableBusMaster(deviceFd, info.address);
-    const registers = openRegisters(deviceFd, info.address);
+    enableBusMaster(native, deviceFd, info.address);
+    const registers = openRegisters(native, deviceFd, info.address);
     undo.push(() => registers.release());
     const bar2 = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_BAR2_REGION_INDEX, info.address);
     if (!(bar2.flags & native.vfio.REGION_INFO_FLAG_MMAP) || bar2.size === 0) {
       throw ivshmemError('ERR_IVSHMEM_SIZE', `${info.address}: BAR2 (the shared memory) cannot be mapped through VFIO`, { path: info.address });
     }
-    const memory = native.map(deviceFd, bar2.offset, bar2.size, true, info.address);
-    undo.push(() => native.unmap(memory));
-    const interruptFds = wireInterrupts(deviceFd, info.address, undo);
+    memory = native.map(deviceFd, bar2.offset, bar2.size, true, info.address);
+    const interruptFds = wireInterrupts(native, deviceFd, info.address, undo);
     // From here the device owns everything: DeviceBase closes the eventfds, release() the rest.
     try {
-      return new VfioDevice({ info, group, registers, memory, interruptFds, undo });
+      return new VfioDevice({ info, group, registers, memory, interruptFds, undo, unmap: native.unmap });
     } catch (error) {
       interruptFds.forEach((fd) => native.close(fd));
       throw error;
     }
   } catch (error) {
     try {
+      // The memory first: restoring the driver waits for the device's mappings to go.
+      if (memory) native.unmap(memory);
       runUndo(undo);
     } catch {
       // The original error says more than a failure to clean up after it.
@@ -152,105 +167,7 @@ export function openVfio(address?: string, options: OpenVfioOptions = {}): VfioD
   }
 }
 
-// Decided before touching the binding: with no IOMMU group and no no-IOMMU mode, binding
-// vfio-pci would only take the device away from its driver for nothing.
-function checkIommu(info: PciDeviceInfo): boolean {
-  if (info.iommuGroup !== null && !isNoiommuGroup(info.iommuGroup)) return false;
-  if (info.iommuGroup !== null) return true;
-  const mode = readText('/sys/module/vfio/parameters/enable_unsafe_noiommu_mode');
-  if (mode === 'Y' || mode === '1') return true;
-  throw ivshmemError(
-    'ERR_IVSHMEM_NO_IOMMU',
-    `${info.address} has no IOMMU group, so VFIO cannot use it. Give the guest a vIOMMU ` +
-      `(QEMU: -M q35,kernel-irqchip=split -device intel-iommu,intremap=on, before the ivshmem device; kernel: intel_iommu=on), ` +
-      `or use a kernel with VFIO no-IOMMU mode (modprobe vfio enable_unsafe_noiommu_mode=1). ` +
-      `Without interrupts, openDevice(address, { backend: 'sysfs' }) still gives memory and doorbells.`, { path: info.sysfsPath });
-}
-
-function isNoiommuGroup(group: number): boolean {
-  return readText(`/sys/kernel/iommu_groups/${group}/name`) === 'vfio-noiommu';
-}
-
-function readText(path: string): string | null {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
-function sysfsWrite(path: string, value: string): void {
-  try {
-    writeFileSync(path, value);
-  } catch (error) {
-    const e = error as NodeJS.ErrnoException;
-    const code = (e.code ?? 'EIO') as ErrnoCode;
-    throw ivshmemError(code, `${code}: cannot write '${value.trim()}' to ${path}${code === 'EACCES' || code === 'EPERM' ? ' (binding drivers needs root)' : ''}`, {
-      errno: e.errno === undefined ? undefined : -e.errno,
-      syscall: 'write',
-      path,
-      cause: error,
-    });
-  }
-}
-
-function driverOf(info: PciDeviceInfo): string | null {
-  try {
-    return basename(readlinkSync(join(info.sysfsPath, 'driver')));
-  } catch {
-    return null;
-  }
-}
-
-// driver_override rather than new_id: it binds exactly this function and no other 1af4:1110.
-function bindDriver(info: PciDeviceInfo, bind: boolean, undo: Array<() => void>): void {
-  const current = driverOf(info);
-  if (current === VFIO_DRIVER) return;
-  if (!bind) {
-    throw ivshmemError(
-      'ERR_IVSHMEM_DEVICE_BUSY',
-      current
-        ? `${info.address} is held by the ${current} driver, not vfio-pci: pass { bind: true } to rebind it (restored on close)`
-        : `${info.address} is not bound to vfio-pci: pass { bind: true } to bind it (released on close)`, { path: info.sysfsPath });
-  }
-  const drivers = '/sys/bus/pci/drivers';
-  if (!existsSync(join(drivers, VFIO_DRIVER))) {
-    spawnSync('modprobe', [VFIO_DRIVER], { stdio: 'ignore' });
-    if (!existsSync(join(drivers, VFIO_DRIVER))) {
-      throw ivshmemError('ERR_IVSHMEM_NO_VFIO', `the vfio-pci driver is not loaded and modprobe vfio-pci failed`, { path: join(drivers, VFIO_DRIVER) });
-    }
-  }
-  const overridePath = join(info.sysfsPath, 'driver_override');
-  const previousOverride = readText(overridePath);
-  const done = { override: false, unbound: false, bound: false };
-  // One step that undoes what was done, in the only order that works: a driver_override
-  // naming vfio-pci would keep the previous driver from binding again.
-  undo.push(() => {
-    if (done.bound) sysfsWrite(join(drivers, VFIO_DRIVER, 'unbind'), info.address);
-    // An empty line clears driver_override; "(null)" is how sysfs shows "none".
-    if (done.override) sysfsWrite(overridePath, previousOverride && previousOverride !== '(null)' ? previousOverride : '\n');
-    if (done.unbound && current) sysfsWrite(join(drivers, current, 'bind'), info.address);
-  });
-  sysfsWrite(overridePath, VFIO_DRIVER);
-  done.override = true;
-  if (current) {
-    sysfsWrite(join(info.sysfsPath, 'driver', 'unbind'), info.address);
-    done.unbound = true;
-  }
-  sysfsWrite(join(drivers, VFIO_DRIVER, 'bind'), info.address);
-  done.bound = true;
-}
-
-function groupOf(info: PciDeviceInfo): number {
-  const link = join(info.sysfsPath, 'iommu_group');
-  try {
-    return Number(basename(readlinkSync(link)));
-  } catch {
-    throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `${info.address} has no IOMMU group after binding vfio-pci`, { path: link });
-  }
-}
-
-function openGroup(path: string): number {
+function openGroup(native: VfioNative, path: string): number {
   try {
     return native.open(path, constants.O_RDWR);
   } catch (error) {
@@ -267,7 +184,7 @@ function openGroup(path: string): number {
 
 // vfio-pci leaves bus mastering off, and MSI-X messages are bus-master writes: without this
 // bit no interrupt ever arrives.
-function enableBusMaster(deviceFd: number, address: string): void {
+function enableBusMaster(native: VfioNative, deviceFd: number, address: string): void {
   const config = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_CONFIG_REGION_INDEX, address);
   const word = new Uint8Array(2);
   native.pread(deviceFd, word, config.offset + PCI_COMMAND, address);
@@ -281,7 +198,7 @@ function enableBusMaster(deviceFd: number, address: string): void {
 
 // Mapped when VFIO allows it (a 256-byte BAR is mappable only when page-aligned); otherwise
 // the same accesses through the region with pread/pwrite.
-function openRegisters(deviceFd: number, address: string): Registers {
+function openRegisters(native: VfioNative, deviceFd: number, address: string): Registers {
   const bar0 = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_BAR0_REGION_INDEX, address);
   if (bar0.size < 16) throw ivshmemError('ERR_IVSHMEM_SIZE', `${address}: BAR0 (registers) is missing`, { path: address });
   if (bar0.flags & native.vfio.REGION_INFO_FLAG_MMAP) {
@@ -308,7 +225,7 @@ function openRegisters(deviceFd: number, address: string): Registers {
 }
 
 // One eventfd per MSI-X vector. A plain device has no MSI-X: no vectors, no interrupts.
-function wireInterrupts(deviceFd: number, address: string, undo: Array<() => void>): number[] {
+function wireInterrupts(native: VfioNative, deviceFd: number, address: string, undo: Array<() => void>): number[] {
   const msix = native.vfioDeviceGetIrqInfo(deviceFd, native.vfio.PCI_MSIX_IRQ_INDEX, address);
   if (msix.count === 0) return [];
   const fds: number[] = [];

@@ -39,7 +39,8 @@
  * @packageDocumentation
  */
 export { prepareLab, findLabImage, defaultCacheDir, type PrepareLabOptions, type LabImage } from './prepare.js';
-export { startLab, sweepLeftovers, Lab, type LabGuest, type LabOptions, type LabGuestConfig, type LabDeviceConfig, type LabServerConfig } from './lab.js';
+export { sweepLeftovers } from './leftovers.js';
+export { startLab, Lab, type LabGuest, type LabOptions, type LabGuestConfig, type LabDeviceConfig, type LabServerConfig } from './lab.js';
 export { describeFailure, qemuArgs, type GuestJob, type GuestResult, type GuestDevice, type BootSpec } from './guest.js';
 export { detectAccel, type Accel } from './accel.js';
 export { LabError } from './errors.js';

@@ -1,5 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IvshmemServer } from '../server/index.js';
@@ -8,7 +7,8 @@ import { onCleanup } from './cleanup.js';
 import { LabError } from './errors.js';
 import { deviceAddress, Guest, publishDevices, type BootSpec, type GuestDevice, type GuestJob, type GuestResult } from './guest.js';
 import { findLabImage, prepareLab, type LabImage } from './prepare.js';
-import { acquireSlots, alive } from './slots.js';
+import { DIR_PREFIX, shmName, sweepLeftovers } from './leftovers.js';
+import { acquireSlots } from './slots.js';
 
 /** A server the lab starts: one ivshmem-server for a set of doorbell devices. */
 export interface LabServerConfig {
@@ -70,46 +70,6 @@ export interface LabOptions {
 }
 
 const DEFAULT_SIZE = 4 << 20;
-const SHM_PREFIX = 'ivshmem-lab-';
-const DIR_PREFIX = 'ivshmem-lab-';
-
-// The PID in the name lets a later lab remove what a killed one (SIGKILL) left.
-function shmName(tag: string): string {
-  return `/dev/shm/${SHM_PREFIX}${process.pid}-${randomBytes(3).toString('hex')}-${tag.replace(/[^\w-]/g, '_')}`;
-}
-
-/**
- * Removes lab folders and shm files of processes that are gone: what a lab killed without
- * a chance to clean up (SIGKILL, a crash) leaves. Its QEMU processes died with it.
- */
-export function sweepLeftovers(): void {
-  for (const name of safeList('/dev/shm')) {
-    const pid = Number(/^ivshmem-lab-(\d+)-/.exec(name)?.[1]);
-    if (pid > 0 && !alive(pid)) rmSync(join('/dev/shm', name), { force: true });
-  }
-  for (const name of safeList(tmpdir())) {
-    if (!name.startsWith(DIR_PREFIX) || name === 'ivshmem-lab-slots') continue;
-    const dir = join(tmpdir(), name);
-    const pid = Number(readFileSafe(join(dir, 'pid')));
-    if (pid > 0 && !alive(pid)) rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function safeList(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-function readFileSafe(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
 const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 4096 && (n & (n - 1)) === 0;
 
 /** A lab guest with its defaults filled in. */

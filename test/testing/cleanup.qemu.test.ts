@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { sweepLeftovers } from '../../src/testing/lab.js';
+import { sweepLeftovers } from '../../src/testing/leftovers.js';
 import { prepareLab } from '../../src/testing/prepare.js';
 
 interface Paths {

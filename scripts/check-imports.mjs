@@ -23,6 +23,7 @@ export const LAYERS = {
   bus: ['channel', 'device'],
   testing: ['server', 'device'],
   cli: ['bus', 'channel', 'device', 'server', 'protocol', 'testing'],
+  spec: ['bus', 'channel', 'device', 'protocol'],
 };
 
 function* files(dir) {

@@ -1,17 +1,43 @@
 /**
  * ivshmem for Node.js: QEMU inter-VM shared memory as a message bus.
  *
+ * - Devices: {@link openDevice} (a guest's PCI device), {@link connect} (a host peer of an
+ *   ivshmem-server), {@link openFile} (a shared-memory file), {@link listDevices}.
+ * - {@link IvshmemServer}: a QEMU-compatible ivshmem-server.
+ * - Channels: typed one-way rings in shared memory ({@link ChannelWriter}, {@link ChannelReader}).
+ * - The bus: named peers and channels on one region ({@link attach}).
+ *
+ * The formats' constants are in `ivshmem/spec`; the QEMU lab for tests in `ivshmem/testing`.
+ *
  * @packageDocumentation
  */
-export { IvshmemError, type IvshmemErrorCode } from './errors.js';
-export type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './device/index.js';
-export { openFile, FileDevice, type OpenFileOptions } from './device/index.js';
-export { listDevices, formatDevices, type PciDeviceInfo, type ListDevicesOptions } from './device/index.js';
-export { openDevice, type OpenDeviceOptions } from './device/index.js';
-export { openVfio, VfioDevice, type OpenVfioOptions } from './device/index.js';
-export { openSysfs, SysfsDevice, type OpenSysfsOptions } from './device/index.js';
-export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './device/index.js';
-export { IvshmemServer, roundShmSize, type ServerOptions, type ServerPeer, type ServerEvents } from './server/index.js';
+export { IvshmemError, type ErrnoCode, type IvshmemErrorCode, type IvshmemLibraryCode } from './errors.js';
+export {
+  connect,
+  listDevices,
+  openDevice,
+  openFile,
+  openSysfs,
+  openVfio,
+  FileDevice,
+  ServerPeerDevice,
+  SysfsDevice,
+  VfioDevice,
+  type Backend,
+  type ConnectOptions,
+  type Device,
+  type DeviceEvents,
+  type Interrupt,
+  type InterruptOptions,
+  type ListDevicesOptions,
+  type OpenDeviceOptions,
+  type OpenFileOptions,
+  type OpenSysfsOptions,
+  type OpenVfioOptions,
+  type PciDeviceInfo,
+  type RemotePeer,
+} from './device/index.js';
+export { IvshmemServer, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
 export {
   createChannel,
   ChannelReader,
@@ -23,16 +49,6 @@ export {
   formatRing,
   ringSize,
   ringCapacityFor,
-  recordSize,
-  RING_HEADER_SIZE,
-  RING_MAGIC,
-  RING_MIN_CAPACITY,
-  RING_MAX_CAPACITY,
-  RING_VERSION_MAJOR,
-  RING_VERSION_MINOR,
-  RECORD_HEADER_SIZE,
-  RECORD_TYPE_MAX,
-  RECORD_TYPE_PADDING,
   deviceWaitStrategy,
   pollingWaitStrategy,
   type Channel,
@@ -48,5 +64,14 @@ export {
   type DeviceWaitOptions,
   type PollingOptions,
 } from './channel/index.js';
-export { attach, Bus, type AttachOptions, type BusEvents, type BusPeer, type IncomingChannel, type PeerDownReason } from './bus/index.js';
-export type { Geometry, RegionFormat } from './bus/index.js';
+export {
+  attach,
+  Bus,
+  type AttachOptions,
+  type BusEvents,
+  type BusPeer,
+  type Geometry,
+  type IncomingChannel,
+  type PeerDownReason,
+  type RegionFormat,
+} from './bus/index.js';

@@ -10,3 +10,5 @@ export type { BusEvents, BusPeer, IncomingChannel, PeerDownReason } from './type
 export type { Geometry, RegionFormat } from './region.js';
 export { formatRegion, inspectRegion, type ChannelSnapshot, type PeerSnapshot, type RegionSnapshot } from './inspect.js';
 export type { RingSnapshot } from '../channel/index.js';
+// The region's wire format: every constant of layout.ts is public (SPEC.md, "Region").
+export * from './layout.js';

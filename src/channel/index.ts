@@ -27,6 +27,7 @@ export {
   ringCapacityFor,
   ringSize,
 } from './layout.js';
+export { RING_FIELDS } from './fields.js';
 export { failedReader, inspectRing, ringEnds, type RingEnds, type RingSnapshot } from './inspect.js';
 export { ChannelReader, type DrainCallback } from './reader.js';
 export { formatRing, type ChannelOptions, type FormatOptions, type RingPlacement } from './ring.js';

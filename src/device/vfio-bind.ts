@@ -7,7 +7,7 @@ import { ivshmemError, type ErrnoCode } from '../errors.js';
 import type { PciDeviceInfo } from './discover.js';
 import type { VfioSystem } from './vfio-system.js';
 
-export const VFIO_DRIVER = 'vfio-pci';
+const VFIO_DRIVER = 'vfio-pci';
 
 // Decided before touching the binding: with no IOMMU group and no no-IOMMU mode, binding
 // vfio-pci would only take the device away from its driver for nothing.
@@ -28,7 +28,7 @@ function isNoiommuGroup(sys: VfioSystem, group: number): boolean {
   return readText(join(sys.sysfsRoot, `kernel/iommu_groups/${group}/name`)) === 'vfio-noiommu';
 }
 
-export function readText(path: string): string | null {
+function readText(path: string): string | null {
   try {
     return readFileSync(path, 'utf8').trim();
   } catch {

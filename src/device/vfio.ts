@@ -111,19 +111,19 @@ export function openVfioOn(sys: VfioSystem, address?: string, options: OpenVfioO
   const undo: Array<() => void> = [];
   // Not an undo step: once the device exists, DeviceBase alone unmaps it.
   let memory: ArrayBuffer | null = null;
-  const CONTAINER = join(sys.devRoot, 'vfio/vfio');
+  const containerPath = join(sys.devRoot, 'vfio/vfio');
   try {
     const noiommu = checkIommu(sys, info);
     bindDriver(sys, info, options.bind ?? false, undo);
     const group = groupOf(info);
-    const container = native.open(CONTAINER, constants.O_RDWR);
+    const container = native.open(containerPath, constants.O_RDWR);
     undo.push(() => native.close(container));
-    if (native.vfioGetApiVersion(container, CONTAINER) !== native.vfio.API_VERSION) {
-      throw ivshmemError('ERR_IVSHMEM_NO_VFIO', `${CONTAINER} speaks an unknown VFIO API version`, { path: CONTAINER });
+    if (native.vfioGetApiVersion(container, containerPath) !== native.vfio.API_VERSION) {
+      throw ivshmemError('ERR_IVSHMEM_NO_VFIO', `${containerPath} speaks an unknown VFIO API version`, { path: containerPath });
     }
     const iommuType = noiommu ? native.vfio.NOIOMMU_IOMMU : native.vfio.TYPE1v2_IOMMU;
-    if (native.vfioCheckExtension(container, iommuType, CONTAINER) <= 0) {
-      throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `VFIO here does not support the ${noiommu ? 'no-IOMMU' : 'type 1 v2'} IOMMU model`, { path: CONTAINER });
+    if (native.vfioCheckExtension(container, iommuType, containerPath) <= 0) {
+      throw ivshmemError('ERR_IVSHMEM_NO_IOMMU', `VFIO here does not support the ${noiommu ? 'no-IOMMU' : 'type 1 v2'} IOMMU model`, { path: containerPath });
     }
     const groupPath = join(sys.devRoot, `vfio/${noiommu ? 'noiommu-' : ''}${group}`);
     const groupFd = openGroup(native, groupPath);
@@ -135,7 +135,7 @@ export function openVfioOn(sys: VfioSystem, address?: string, options: OpenVfioO
         `IOMMU group ${group} is not viable: every device in it (${members}) must be bound to vfio-pci or to no driver`, { path: groupPath });
     }
     native.vfioGroupSetContainer(groupFd, container, groupPath);
-    native.vfioSetIommu(container, iommuType, CONTAINER);
+    native.vfioSetIommu(container, iommuType, containerPath);
     const deviceFd = native.vfioGroupGetDeviceFd(groupFd, info.address, groupPath);
     undo.push(() => native.close(deviceFd));
 

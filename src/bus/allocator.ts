@@ -5,7 +5,7 @@ import { fail, ivshmemError } from '../errors.js';
 import { ENTRY_STATE } from './layout.js';
 import { ringArea } from './region.js';
 import { setEntryState, storeDirectoryGeneration, writeEntry } from './slots.js';
-import type { BusContext, BusPeer } from './types.js';
+import { samePeer, type BusContext, type BusPeer } from './types.js';
 
 /** A channel this peer opened: its directory entry and its ring in our section. */
 export interface Outgoing {
@@ -105,7 +105,7 @@ export class SectionAllocator {
   /** Ends the writers of channels to `peer` (or all of them) with `error`. */
   abandon(error: ChannelError, peer?: BusPeer): void {
     for (const out of this.#outgoing.values()) {
-      if (!peer || (out.to.slot === peer.slot && out.to.session === peer.session)) out.writer.abandon(error);
+      if (!peer || samePeer(out.to, peer)) out.writer.abandon(error);
     }
   }
 

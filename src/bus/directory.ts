@@ -4,7 +4,7 @@ import { ChannelError, ChannelReader, failedReader, ringEnds, RING_HEADER_SIZE, 
 import { fail } from '../errors.js';
 import { ENTRY_STATE } from './layout.js';
 import { readEntry, slotOwner, type EntryCopy } from './slots.js';
-import type { BusContext, BusPeer, IncomingChannel, PeerDownReason } from './types.js';
+import { samePeer, type BusContext, type BusPeer, type IncomingChannel, type PeerDownReason } from './types.js';
 import type { WakePolicy } from './wake.js';
 
 interface Incoming {
@@ -124,7 +124,7 @@ export class Directory {
     const prefix = `${peer.slot}:${peer.session}:`;
     for (const key of this.#seen) if (key.startsWith(prefix)) this.#seen.delete(key);
     for (const [key, incoming] of this.#incoming) {
-      if (incoming.from.slot !== peer.slot || incoming.from.session !== peer.session) continue;
+      if (!samePeer(incoming.from, peer)) continue;
       this.#incoming.delete(key);
       const reader = incoming.reader;
       if (!reader) continue;

@@ -1,4 +1,5 @@
 import type { ChannelReader, Codec } from '../channel/index.js';
+import type { Geometry } from './region.js';
 
 /** Another peer on the bus (or this one: {@link Bus.self}). */
 export interface BusPeer {
@@ -42,7 +43,7 @@ export interface BusEvents {
 /** The shared parts every concern of a bus works on. */
 export interface BusContext {
   readonly memory: ArrayBuffer;
-  readonly geometry: import('./region.js').Geometry;
+  readonly geometry: Geometry;
   readonly self: BusPeer;
 }
 

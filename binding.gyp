@@ -11,7 +11,8 @@
         "native/eventfd.cc",
         "native/watcher.cc",
         "native/unix_socket.cc",
-        "native/vfio.cc"
+        "native/vfio.cc",
+        "native/seals.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -7,6 +7,8 @@ namespace ivshmem {
 
 using StateHolder = std::shared_ptr<EnvState>;
 
+void InitSeals(Napi::Env env, Napi::Object exports);
+
 std::shared_ptr<EnvState> SharedState(Napi::Env env) { return *env.GetInstanceData<StateHolder>(); }
 
 static void Cleanup(void* arg) {
@@ -30,6 +32,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitWatcher(env, exports);
   InitUnixSocket(env, exports);
   InitVfio(env, exports);
+  InitSeals(env, exports);
   return exports;
 }
 

@@ -2,11 +2,13 @@
 // protocol runs on. All sockets are non-blocking; framing and policy live in TypeScript.
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "env_state.h"
 #include "errors.h"
@@ -29,15 +31,39 @@ static std::string ArgPath(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::String>().Utf8Value();
 }
 
+// The socket file gets exactly `mode`, whatever the umask: Linux creates it with the socket
+// inode's mode minus the umask, so fchmod before bind makes it never wider than asked; bits the
+// umask took away are put back on the file itself, opened with O_PATH | O_NOFOLLOW so that a
+// symlink planted in its place is never followed.
+static int BindWithMode(int fd, const sockaddr_un& addr, const std::string& path, int mode) {
+  if (mode >= 0 && ::fchmod(fd, static_cast<mode_t>(mode)) < 0) return errno;
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) return errno;
+  if (mode < 0) return 0;
+  int file = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (file < 0) return errno;
+  struct stat st;
+  int err = 0;
+  if (::fstat(file, &st) < 0) err = errno;
+  else if (!S_ISSOCK(st.st_mode)) err = EEXIST;
+  else if ((st.st_mode & 07777) != static_cast<mode_t>(mode)) {
+    std::string proc = "/proc/self/fd/" + std::to_string(file);
+    if (::chmod(proc.c_str(), static_cast<mode_t>(mode)) < 0) err = errno;
+  }
+  ::close(file);
+  return err;
+}
+
+// listen(path, backlog = 128, mode = -1): mode -1 leaves the file's mode to the umask.
 static Napi::Value Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgPath(info);
-  int backlog = info.Length() > 1 ? static_cast<int>(ArgNonNegativeInteger(info, 1, "backlog")) : 128;
+  int backlog = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 1, "backlog")) : 128;
+  int mode = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 2, "mode")) : -1;
+  if (mode > 07777) throw Napi::TypeError::New(env, "mode must be at most 0o7777");
   sockaddr_un addr = Address(env, path);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, errno, "socket", path);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    int err = errno;
+  if (int err = BindWithMode(fd, addr, path, mode)) {
     ::close(fd);
     ThrowErrno(env, err, "bind", path);
   }

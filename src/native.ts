@@ -34,7 +34,8 @@ export interface Native {
   readonly WRITABLE: number;
   readonly DISCONNECT: number;
 
-  socketListen(path: string, backlog?: number): number;
+  /** `mode`: the socket file's exact permission bits, whatever the umask (default: left to the umask). */
+  socketListen(path: string, backlog?: number, mode?: number): number;
   socketAccept(fd: number, path?: string): number;
   socketConnect(path: string): number;
   socketSend(fd: number, data: Uint8Array, fdToSend?: number, path?: string): number;
@@ -55,6 +56,16 @@ export interface Native {
   pread(fd: number, data: Uint8Array, offset: number, path?: string): number;
   pwrite(fd: number, data: Uint8Array, offset: number, path?: string): number;
   readonly vfio: NativeVfioConstants;
+
+  /** A new, empty memfd created with MFD_ALLOW_SEALING. */
+  memfdCreateSealable(name?: string): number;
+  /** fcntl(F_ADD_SEALS). */
+  addSeals(fd: number, seals: number, path?: string): void;
+  /** fcntl(F_GET_SEALS); throws EINVAL for a file that cannot carry seals. */
+  getSeals(fd: number, path?: string): number;
+  fchmod(fd: number, mode: number, path?: string): void;
+  /** F_SEAL_* bits. */
+  readonly seals: { readonly SEAL: number; readonly SHRINK: number; readonly GROW: number; readonly WRITE: number };
 }
 
 /** Constants from <linux/vfio.h>. */

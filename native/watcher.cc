@@ -58,6 +58,9 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     handle_ = nullptr;
     if (active_ && !owner_->tearingDown) Unref();
     active_ = false;
+    // The callback usually closes over the object that holds this watcher: a strong reference
+    // kept past close() would make that cycle uncollectable (one leaked socket per client).
+    if (!owner_->tearingDown) callback_.Reset();
   }
 
  private:

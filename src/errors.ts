@@ -26,6 +26,10 @@ export type IvshmemLibraryCode =
   | 'ERR_IVSHMEM_ADDRESS_IN_USE'
   /** A size does not fit (a file, a region, a BAR). */
   | 'ERR_IVSHMEM_SIZE'
+  /** A path the library would create or write is a symbolic link: refused, never followed. */
+  | 'ERR_IVSHMEM_SYMLINK'
+  /** The server's shared memory is not sealed against shrinking (and `sealedMemory: 'require'`). */
+  | 'ERR_IVSHMEM_UNSEALED_MEMORY'
   /** The shared memory is not a bus region, or its superblock is corrupt. */
   | 'ERR_IVSHMEM_REGION'
   /** The region was formatted by another major version of the layout. */

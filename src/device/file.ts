@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
 import { fail, withPath } from '../errors.js';
+import { openNoFollow } from '../files.js';
 import { native } from '../native.js';
 import { DeviceBase } from './base.js';
 
@@ -11,8 +12,9 @@ export interface OpenFileOptions {
    */
   size?: number;
   /**
-   * Create the file if it does not exist (zero-filled, mode 0600), with `size` bytes; an existing
-   * smaller file is grown to `size`.
+   * Create the file if it does not exist (zero-filled, mode exactly 0600 whatever the umask), with
+   * `size` bytes; an existing smaller file is grown to `size`. A symbolic link at `path` is
+   * refused (`ERR_IVSHMEM_SYMLINK`), never followed.
    */
   create?: boolean;
   /** Map read-only. */
@@ -69,7 +71,9 @@ export function openFile(path: string, options: OpenFileOptions = {}): FileDevic
 
   if (create && size === undefined) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): create needs a size`, { path });
   const access = readOnly ? constants.O_RDONLY : constants.O_RDWR;
-  const fd = native.open(path, access | (create ? constants.O_CREAT : 0), 0o600);
+  // Creating (and so writing) never goes through a symlink; mapping an existing file by a link
+  // the caller chose is the caller's business.
+  const fd = create ? openNoFollow(path, { access, create }).fd : native.open(path, access);
 
   try {
     let fileSize = native.fstat(fd, path).size;

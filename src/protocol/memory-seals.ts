@@ -1,0 +1,59 @@
+// What a client checks of the shared-memory fd a server hands it, before mapping it: a memory
+// another peer can shrink kills every process that mapped it with SIGBUS on its next access, and
+// one whose seals are still open can be sealed against writable mappings by any peer.
+import { fail } from '../errors.js';
+import { native } from '../native.js';
+
+/**
+ * What {@link connect} does with shared memory that is not sealed against shrinking
+ * (`F_SEAL_SHRINK`) and against further seals (`F_SEAL_SEAL`): `'require'` refuses it with
+ * `ERR_IVSHMEM_UNSEALED_MEMORY`, `'warn'` (the default) maps it and emits a process warning
+ * (code `IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it silently. Our server's memory is sealed
+ * unless it was given a file (`shm`); QEMU's contrib server never seals.
+ */
+export type SealedMemoryPolicy = 'require' | 'warn' | 'ignore';
+
+const POLICIES: readonly SealedMemoryPolicy[] = ['require', 'warn', 'ignore'];
+
+/** Checks the `sealedMemory` option. */
+export function checkSealedMemoryPolicy(policy: unknown, what: string): SealedMemoryPolicy {
+  if (policy === undefined) return 'warn';
+  if (!POLICIES.includes(policy as SealedMemoryPolicy)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `${what}: sealedMemory must be 'require', 'warn' or 'ignore', got ${JSON.stringify(policy)}`);
+  }
+  return policy as SealedMemoryPolicy;
+}
+
+/** The seals a shared memory needs before we trust its size: no shrinking, no further seals. */
+function missingSeals(fd: number, path: string): string[] {
+  let seals: number;
+  try {
+    seals = native.getSeals(fd, path);
+  } catch {
+    // EINVAL: a file that cannot carry seals at all (not shmem).
+    seals = 0;
+  }
+  const missing: string[] = [];
+  if ((seals & native.seals.SHRINK) === 0) missing.push('F_SEAL_SHRINK');
+  if ((seals & native.seals.SEAL) === 0) missing.push('F_SEAL_SEAL');
+  return missing;
+}
+
+/**
+ * Checks the memory fd from the server at `path` before it is mapped, and returns its size:
+ * positive, and sealed as `policy` asks. Throws `ERR_IVSHMEM_UNSEALED_MEMORY` or
+ * `ERR_IVSHMEM_PROTOCOL` (empty memory).
+ */
+export function checkServerMemory(fd: number, path: string, policy: SealedMemoryPolicy): number {
+  const { size } = native.fstat(fd, path);
+  if (size <= 0) fail('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${path}': the shared memory is empty`, { path });
+  if (policy === 'ignore') return size;
+  const missing = missingSeals(fd, path);
+  if (missing.length === 0) return size;
+  const what = `the shared memory from '${path}' is not sealed (${missing.join(', ')} missing): any peer can shrink it and kill every process that mapped it with SIGBUS`;
+  if (policy === 'require') {
+    fail('ERR_IVSHMEM_UNSEALED_MEMORY', `${what}. Use a server that hands out sealed memory (ivshmem server without -M/--shm), or connect with sealedMemory: 'warn'.`, { path });
+  }
+  process.emitWarning(`${what}. Trust every peer of this server, or use one that seals its memory (ivshmem server without -M/--shm).`, { code: 'IVSHMEM_UNSEALED_MEMORY' });
+  return size;
+}

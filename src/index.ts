@@ -37,7 +37,7 @@ export {
   type PciDeviceInfo,
   type RemotePeer,
 } from './device/index.js';
-export { IvshmemServer, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
+export { IvshmemServer, type QueueLimit, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
 export {
   createChannel,
   ChannelReader,

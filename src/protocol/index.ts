@@ -5,4 +5,4 @@ export { FdRef } from './fd-ref.js';
 export { ClientHandshake, type HandshakeResult, type HandshakeStage, type HandshakeStep } from './handshake.js';
 export { isPeerId, isVectorCount, MAX_VECTORS, PEER_IDS, PROTOCOL_VERSION } from './limits.js';
 export { sendGone, sendGreeting, sendVector, SHM_MESSAGE } from './messages.js';
-export { MessageSocket, type MessageHandlers } from './message-socket.js';
+export { MessageSocket, type MessageHandlers, type QueueLimit } from './message-socket.js';

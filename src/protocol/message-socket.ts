@@ -4,13 +4,31 @@ import type { FdRef } from './fd-ref.js';
 
 /** What a {@link MessageSocket} reports to its owner. */
 export interface MessageHandlers {
-  /** One whole 8-byte message; `fd` is -1 when none was attached. The handler owns the fd. */
-  message(value: number, fd: number): void;
+  /**
+   * One whole 8-byte message; `fd` is -1 when none was attached. The handler owns the fd.
+   * `value` is NaN beyond ±2^53; `raw` is the integer as sent, for error messages.
+   */
+  message(value: number, fd: number, raw: bigint): void;
   /** The stream ended: cleanly (no error), or on a socket or framing error. */
   end(error?: IvshmemError): void;
 }
 
 const MESSAGE_BYTES = 8;
+
+/** How much may wait in a socket's send queue before its peer counts as not reading. */
+export interface QueueLimit {
+  /** Queued messages. */
+  messages: number;
+  /** Queued messages that carry an fd. */
+  fds: number;
+}
+
+interface Outgoing {
+  value: number;
+  /** Bytes of it already written (a partial write leaves the rest for later). */
+  offset: number;
+  fd: FdRef | null;
+}
 
 /**
  * The ivshmem-server wire unit over a non-blocking UNIX stream socket: little-endian signed
@@ -27,14 +45,20 @@ export class MessageSocket {
   #inView = new DataView(this.#in.buffer);
   #have = 0;
   #inFd = -1;
-  #out: Array<{ bytes: Uint8Array; offset: number; fd: FdRef | null }> = [];
-  #limit: number;
+  // One small record per queued message; its bytes are made when it goes out. (A buffer per
+  // message cost a backing store each: hundreds of thousands of them for one wave of clients.)
+  #out: Outgoing[] = [];
+  #outHead = 0;
+  #queuedFds = 0;
+  #scratch = new Uint8Array(MESSAGE_BYTES);
+  #scratchView = new DataView(this.#scratch.buffer);
+  #limit: QueueLimit;
   #reading = false;
   #closed = false;
   #ending = false;
 
-  /** `limit`: queued messages past which the peer counts as not reading, and is dropped. */
-  constructor(fd: number, path: string, handlers: MessageHandlers, limit = Infinity) {
+  /** `limit`: what may wait to be sent; past it the peer counts as not reading and the socket ends. */
+  constructor(fd: number, path: string, handlers: MessageHandlers, limit: QueueLimit = { messages: Infinity, fds: Infinity }) {
     this.fd = fd;
     this.#limit = limit;
     this.path = path;
@@ -58,19 +82,47 @@ export class MessageSocket {
     else this.#watcher.unref();
   }
 
+  /** Messages waiting to be sent (a partly sent one included). */
+  get queued(): number {
+    return this.#out.length - this.#outHead;
+  }
+
   /**
    * Sends one message, or queues it. A queued fd is retained until it has gone out, so its
    * owner may release it at any time. Errors end the socket later, never inside this call.
    */
   send(value: number, fd: FdRef | null = null): void {
-    if (this.#closed) return;
-    if (this.#out.length >= this.#limit) {
-      return this.#endLater(this.#violation(`more than ${this.#limit} messages wait to be read: the peer does not read`));
+    if (this.#closed || this.#ending) return;
+    if (this.queued >= this.#limit.messages || (fd && this.#queuedFds >= this.#limit.fds)) {
+      const what = fd && this.#queuedFds >= this.#limit.fds ? `${this.#queuedFds} fds` : `${this.queued} messages`;
+      return this.#endLater(this.#violation(`${what} wait to be read, its limit: the peer does not read`));
     }
-    const bytes = new Uint8Array(MESSAGE_BYTES);
-    new DataView(bytes.buffer).setBigInt64(0, BigInt(value), true);
-    this.#out.push({ bytes, offset: 0, fd: fd?.retain() ?? null });
-    if (this.#out.length === 1) this.#flush();
+    this.#out.push({ value, offset: 0, fd: fd?.retain() ?? null });
+    if (fd) this.#queuedFds++;
+    if (this.queued === 1) this.#flush();
+  }
+
+  /**
+   * Takes back the queued messages `value` that carry an fd and have not started to go out;
+   * returns how many. The server uses it for a peer that left before this client heard of it.
+   */
+  withdraw(value: number): number {
+    let removed = 0;
+    const first = this.#outHead + (this.queued > 0 && this.#out[this.#outHead]!.offset > 0 ? 1 : 0);
+    let keep = first;
+    for (let i = first; i < this.#out.length; i++) {
+      const m = this.#out[i]!;
+      if (m.value === value && m.fd) {
+        m.fd.release();
+        this.#queuedFds--;
+        removed++;
+      } else {
+        this.#out[keep++] = m;
+      }
+    }
+    this.#out.length = keep;
+    if (this.queued === 0) this.#arm();
+    return removed;
   }
 
   /** Closes the socket without reporting an end. */
@@ -81,12 +133,14 @@ export class MessageSocket {
     if (this.#inFd >= 0) native.close(this.#inFd);
     this.#inFd = -1;
     for (const m of this.#out.splice(0)) m.fd?.release();
+    this.#outHead = 0;
+    this.#queuedFds = 0;
     native.close(this.fd);
   }
 
   #arm(): void {
     if (this.#closed) return;
-    const events = (this.#reading ? native.READABLE : 0) | (this.#out.length > 0 ? native.WRITABLE : 0);
+    const events = (this.#reading ? native.READABLE : 0) | (this.queued > 0 ? native.WRITABLE : 0);
     if (events) this.#watcher.start(events);
     else this.#watcher.stop();
   }
@@ -116,17 +170,24 @@ export class MessageSocket {
 
   #flush(): void {
     try {
-      while (this.#out.length > 0 && !this.#closed && !this.#ending) {
-        const head = this.#out[0]!;
-        const n = native.socketSend(this.fd, head.bytes.subarray(head.offset), head.offset === 0 && head.fd ? head.fd.fd : -1, this.path);
+      while (this.queued > 0 && !this.#closed && !this.#ending) {
+        const head = this.#out[this.#outHead]!;
+        this.#scratchView.setBigInt64(0, BigInt(head.value), true);
+        const n = native.socketSend(this.fd, this.#scratch.subarray(head.offset), head.offset === 0 && head.fd ? head.fd.fd : -1, this.path);
         if (n < 0) break;
         head.offset += n;
         // The kernel holds its own reference to an fd in flight from the first byte on.
         if (head.fd) {
           head.fd.release();
           head.fd = null;
+          this.#queuedFds--;
         }
-        if (head.offset === MESSAGE_BYTES) this.#out.shift();
+        if (head.offset === MESSAGE_BYTES) this.#outHead++;
+      }
+      // Sent messages leave the array in batches: shift() per message is quadratic on long queues.
+      if (this.#outHead > 0 && (this.#outHead === this.#out.length || this.#outHead >= 1024)) {
+        this.#out.splice(0, this.#outHead);
+        this.#outHead = 0;
       }
     } catch (error) {
       return this.#endLater(error as IvshmemError);
@@ -164,7 +225,7 @@ export class MessageSocket {
       const fd = this.#inFd;
       this.#have = 0;
       this.#inFd = -1;
-      this.#handlers.message(value, fd);
+      this.#handlers.message(value, fd, big);
     }
   }
 

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { constants, lstatSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { fail, IvshmemError, withPath } from '../errors.js';
+import { fail, IvshmemError } from '../errors.js';
+import { checkMode, OWNER_ONLY } from '../files.js';
 import { native, type NativeWatcher } from '../native.js';
-import { FdRef, isVectorCount, MAX_VECTORS, MessageSocket, PEER_IDS, sendGone, sendGreeting, sendVector } from '../protocol/index.js';
+import { FdRef, isVectorCount, MAX_VECTORS, MessageSocket, PEER_IDS, sendGone, sendGreeting, sendVector, type QueueLimit } from '../protocol/index.js';
+import { fileMemory, sealedMemory, type ServerMemory } from './memory.js';
 
 /** Options of {@link IvshmemServer.listen}. */
 export interface ServerOptions {
@@ -14,12 +15,28 @@ export interface ServerOptions {
   size?: number;
   /** Interrupt vectors per peer, 1..64. Default 1. */
   vectors?: number;
-  /** The shared-memory file to create. Default: a new file under /dev/shm, removed on close. */
+  /**
+   * A named file to use as the shared memory (created with `mode`, never through a symlink).
+   * Default: a memfd sealed against shrinking and growing, which no peer can truncate. A named
+   * file cannot promise that: any process that can open it, and every peer it is handed to, can
+   * truncate it and kill every process that mapped it with SIGBUS. Use one only among peers that
+   * trust each other, or to share the memory with `ivshmem-plain` devices.
+   */
   shm?: string;
   /** Reuse `shm` if it exists, keeping its contents. Without it an existing file is an error. */
   reuseShm?: boolean;
   /** Leave the shared-memory file in place on close (it is removed by default when we created it). */
   keepShm?: boolean;
+  /**
+   * Permission bits of the socket and of a created `shm` file, exactly, whatever the umask.
+   * Default 0o600: only this user's processes can connect (and so get the memory). 0o660 lets a group in.
+   */
+  mode?: number;
+  /**
+   * What a client may leave unread beyond its own setup: messages, and messages carrying an fd.
+   * A client past either is not reading and is dropped. Default 16384 messages, 4096 fds.
+   */
+  queueLimit?: Partial<QueueLimit>;
   /** Peers served at once, 1..65536 (the protocol's ID space; default 65536). Newcomers beyond are refused. */
   maxPeers?: number;
 }
@@ -46,8 +63,7 @@ interface Client {
 }
 
 const DEFAULT_SIZE = 4 << 20;
-// A peer that leaves this many messages unread (4096 peers' worth of 64 vectors) is not reading.
-const QUEUE_LIMIT = 1 << 18;
+const QUEUE_LIMIT: QueueLimit = { messages: 16384, fds: 4096 };
 
 /** Rounds up to a power of two, at least one page: what a PCI BAR can hold. */
 export function roundShmSize(size: number): number {
@@ -64,8 +80,9 @@ export function roundShmSize(size: number): number {
  * connect to its socket, get an ID, the shared memory and one eventfd per vector of every peer.
  *
  * Unlike QEMU's example server it has no fd-count ceiling (libuv polling), queues writes on a
- * full socket instead of dropping them, never reuses stale memory unless asked, and cleans up its
- * socket and memory on close.
+ * full socket instead of dropping them (up to a bound per client: one that does not read is
+ * dropped), hands out memory sealed against truncation, creates its socket owner-only whatever
+ * the umask, never reuses stale memory unless asked, and cleans up its socket and memory on close.
  *
  * @example
  * ```ts
@@ -77,12 +94,19 @@ export function roundShmSize(size: number): number {
  */
 export class IvshmemServer extends EventEmitter<ServerEvents> {
   readonly socketPath: string;
+  /**
+   * The shared memory's file: the `shm` option, or for the sealed memfd `/proc/PID/fd/N`, which
+   * this user's processes can open (and `ivshmem dump` read) while the server runs.
+   */
   readonly shmPath: string;
+  /** Whether the memory is sealed against shrinking and growing (the default memfd). */
+  readonly sealed: boolean;
   readonly size: number;
   readonly vectors: number;
   #listenFd: number;
   #shm: FdRef;
-  #removeShm: boolean;
+  #removeShm: string | null;
+  readonly #queueLimit: QueueLimit;
   #watcher: NativeWatcher;
   #clients = new Map<number, Client>();
   #lastId = -1;
@@ -90,17 +114,19 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   #closed = false;
   #acceptPause: NodeJS.Timeout | undefined;
 
-  private constructor(options: Required<Pick<ServerOptions, 'socket' | 'size' | 'vectors' | 'maxPeers'>> & { shm: string }, fds: { listen: number; shm: number }, removeShm: boolean) {
+  private constructor(options: Required<Pick<ServerOptions, 'socket' | 'size' | 'vectors' | 'maxPeers'>> & { queueLimit: QueueLimit }, listenFd: number, memory: ServerMemory, keepShm: boolean) {
     super();
     this.#maxPeers = options.maxPeers;
+    this.#queueLimit = options.queueLimit;
     this.socketPath = options.socket;
-    this.shmPath = options.shm;
+    this.shmPath = memory.path ?? `/proc/${process.pid}/fd/${memory.fd}`;
+    this.sealed = memory.sealed;
     this.size = options.size;
     this.vectors = options.vectors;
-    this.#listenFd = fds.listen;
-    this.#shm = new FdRef(fds.shm);
-    this.#removeShm = removeShm;
-    this.#watcher = new native.Watcher(fds.listen, (error) => this.#accept(error));
+    this.#listenFd = listenFd;
+    this.#shm = new FdRef(memory.fd);
+    this.#removeShm = memory.created && !keepShm ? memory.path : null;
+    this.#watcher = new native.Watcher(listenFd, (error) => this.#accept(error));
     this.#watcher.start(native.READABLE);
   }
 
@@ -117,28 +143,34 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     if (!Number.isInteger(maxPeers) || maxPeers < 1 || maxPeers > PEER_IDS) {
       fail('ERR_IVSHMEM_INVALID_ARGUMENT', `maxPeers must be an integer 1..${PEER_IDS}, got ${String(maxPeers)}`);
     }
+    const mode = options.mode === undefined ? OWNER_ONLY : checkMode(options.mode, 'IvshmemServer.listen()');
+    const queueLimit = checkQueueLimit(options.queueLimit);
+    if (options.shm !== undefined && (typeof options.shm !== 'string' || options.shm === '')) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'IvshmemServer.listen(): shm must be a path');
+    }
     const asked = options.size ?? DEFAULT_SIZE;
     const size = roundShmSize(asked);
-    const shm = options.shm ?? `/dev/shm/ivshmem-${process.pid}-${randomBytes(4).toString('hex')}`;
     const logs: string[] = [];
     if (size !== asked) logs.push(`size ${asked} is not a power of two: using ${size} bytes`);
 
-    const { fd: shmFd, created } = openShm(shm, size, options.reuseShm ?? false);
-    if (!created) logs.push(`reusing the existing contents of ${shm} (reuseShm)`);
+    const memory = options.shm === undefined ? sealedMemory(size) : fileMemory(options.shm, size, { reuse: options.reuseShm ?? false, mode });
+    if (!memory.created) logs.push(`reusing the existing contents of ${memory.path} (reuseShm)`);
+    if (!memory.sealed) logs.push(`${memory.path} is a named file: any peer can truncate it and crash the others (SIGBUS); without -M/--shm the memory is sealed`);
     let listenFd: number;
     try {
       removeStaleSocket(options.socket);
-      listenFd = native.socketListen(options.socket);
+      listenFd = native.socketListen(options.socket, undefined, mode);
     } catch (error) {
-      native.close(shmFd);
-      if (created) rmSync(shm, { force: true });
+      native.close(memory.fd);
+      if (memory.created && memory.path) rmSync(memory.path, { force: true });
       throw error;
     }
-    const server = new IvshmemServer({ socket: options.socket, size, vectors, shm, maxPeers }, { listen: listenFd, shm: shmFd }, created && !options.keepShm);
+    const server = new IvshmemServer({ socket: options.socket, size, vectors, maxPeers, queueLimit }, listenFd, memory, options.keepShm ?? false);
     // Deferred so that listeners attached after `await listen()` still see these lines.
     setImmediate(() => {
       for (const line of logs) server.#log(line);
-      server.#log(`listening on ${options.socket}: ${size} bytes of shared memory in ${shm}, ${vectors} vector(s) per peer`);
+      const where = memory.path ? `in ${memory.path}` : '(a sealed memfd)';
+      server.#log(`listening on ${options.socket} (mode 0${mode.toString(8)}): ${size} bytes of shared memory ${where}, ${vectors} vector(s) per peer`);
     });
     return server;
   }
@@ -168,7 +200,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     clearTimeout(this.#acceptPause);
     for (const client of [...this.#clients.values()]) this.#drop(client, 'server closing', false);
     this.#shm.release();
-    if (this.#removeShm) rmSync(this.shmPath, { force: true });
+    if (this.#removeShm) rmSync(this.#removeShm, { force: true });
     this.#log('closed');
     this.emit('close');
   }
@@ -234,7 +266,11 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
         this.#drop(client, 'it sent data (clients must only listen)');
       },
       end: (err) => this.#drop(client, !err || err.code === 'EPIPE' || err.code === 'ECONNRESET' ? 'it hung up' : err.message),
-    }, QUEUE_LIMIT);
+    }, {
+      // Its own setup may be long (every vector of every peer); beyond it, the limit.
+      messages: 3 + (this.#clients.size + 1) * this.vectors + this.#queueLimit.messages,
+      fds: 1 + (this.#clients.size + 1) * this.vectors + this.#queueLimit.fds,
+    });
 
     const s = client.socket;
     sendGreeting(s, id, this.#shm);
@@ -255,38 +291,26 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     if (!this.#clients.delete(client.id)) return;
     client.socket.close();
     for (const efd of client.eventfds) efd.release();
-    if (tell) for (const other of this.#clients.values()) sendGone(other.socket, client.id);
+    if (tell) {
+      for (const other of this.#clients.values()) {
+        // A client that has not read about this peer yet never needs to: its vectors are taken
+        // back unsent (no fd stays pinned in a slow client's queue), and no goodbye follows.
+        if (other.socket.withdraw(client.id) < client.eventfds.length) sendGone(other.socket, client.id);
+      }
+    }
     this.#log(`peer ${client.id} disconnected: ${reason} (${this.#clients.size} connected)`);
     this.emit('peer-disconnected', { id: client.id, vectors: client.eventfds.length }, reason);
   }
 }
 
-function openShm(path: string, size: number, reuse: boolean): { fd: number; created: boolean } {
-  let fd: number;
-  let created = true;
-  try {
-    fd = native.open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-  } catch (error) {
-    if ((error as IvshmemError).code !== 'EEXIST') throw error;
-    if (!reuse) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `shared memory '${path}' already exists: remove it, or pass reuseShm (--reuse-shm) to keep its contents`, { path });
+function checkQueueLimit(limit: Partial<QueueLimit> | undefined): QueueLimit {
+  const out = { ...QUEUE_LIMIT, ...limit };
+  for (const key of ['messages', 'fds'] as const) {
+    if (!Number.isSafeInteger(out[key]) || out[key] < 1) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `IvshmemServer.listen(): queueLimit.${key} must be a positive integer, got ${String(out[key])}`);
     }
-    fd = native.open(path, constants.O_RDWR);
-    created = false;
   }
-  try {
-    const existing = created ? 0 : native.fstat(fd, path).size;
-    // Shrinking a file that others may have mapped would kill them with SIGBUS.
-    if (existing > size) {
-      fail('ERR_IVSHMEM_SIZE', `shared memory '${path}' is ${existing} bytes, larger than the ${size} asked for: reuse it with its own size (--size ${existing}) or remove it`, { path });
-    }
-    if (existing < size) native.ftruncate(fd, size, path);
-  } catch (error) {
-    native.close(fd);
-    if (created) rmSync(path, { force: true });
-    throw withPath(error, path);
-  }
-  return { fd, created };
+  return out;
 }
 
 // A socket file nobody listens on is left over from a crashed server: take its place. One that

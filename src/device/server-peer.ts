@@ -1,6 +1,6 @@
 import { fail, ivshmemError, IvshmemError } from '../errors.js';
 import { native } from '../native.js';
-import { ClientHandshake, isPeerId, isVectorCount, MAX_VECTORS, MessageSocket } from '../protocol/index.js';
+import { checkSealedMemoryPolicy, ClientHandshake, isPeerId, isVectorCount, MAX_VECTORS, MessageSocket, type SealedMemoryPolicy } from '../protocol/index.js';
 import { DeviceBase } from './base.js';
 
 /** Options of {@link connect}. */
@@ -14,6 +14,14 @@ export interface ConnectOptions {
   timeout?: number;
   /** Aborts connecting. */
   signal?: AbortSignal;
+  /**
+   * What to do with shared memory that is not sealed against shrinking (any peer could truncate
+   * it and kill every process that mapped it with SIGBUS): `'require'` refuses it
+   * (`ERR_IVSHMEM_UNSEALED_MEMORY`), `'warn'` (default) maps it and emits a process warning
+   * (`IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it. Our server seals its memory unless given a
+   * file (`shm`); QEMU's contrib server does not.
+   */
+  sealedMemory?: SealedMemoryPolicy;
 }
 
 /** Another peer on the same server, as this peer knows it. */
@@ -34,6 +42,7 @@ export class ServerPeerDevice extends DeviceBase {
   #socket: MessageSocket;
   #peers: Map<number, number[]>;
   #fresh = new Set<number>();
+  #brokenDoorbells = new Set<number>();
   #own: number[];
 
   /** @internal */
@@ -58,7 +67,21 @@ export class ServerPeerDevice extends DeviceBase {
   protected doorbell(peer: number, vector: number): void {
     const fd = peer === this.id ? this.#own[vector] : this.#peers.get(peer)?.[vector];
     // A doorbell to a missing peer or vector is dropped, as QEMU's device drops it.
-    if (fd !== undefined) native.eventfdSignal(fd, 1, this.socketPath);
+    if (fd === undefined) return;
+    try {
+      // false: the counter (or a pipe a server handed over) is full; the peer has a wake-up
+      // pending anyway.
+      native.eventfdSignal(fd, 1, this.socketPath);
+    } catch (error) {
+      // EPIPE, EBADF, EINVAL: the server handed over something that is not a working eventfd.
+      // That doorbell is dropped, as QEMU drops one it cannot write; the connection and every
+      // other peer's doorbells stay. Said once per peer.
+      if (this.#brokenDoorbells.has(peer)) return;
+      this.#brokenDoorbells.add(peer);
+      process.emitWarning(`doorbell of peer ${peer} (vector ${vector}) from '${this.socketPath}' cannot be rung: ${(error as Error).message}; doorbells to it are dropped`, {
+        code: 'IVSHMEM_DOORBELL_FAILED',
+      });
+    }
   }
 
   protected release(): void {
@@ -67,11 +90,12 @@ export class ServerPeerDevice extends DeviceBase {
     this.#peers.clear();
   }
 
-  /** @internal Called by the connection for each message after setup. */
-  handle(value: number, fd: number): void {
+  /** @internal Called by the connection for each message after setup (`raw`: as sent). */
+  handle(value: number, fd: number, raw?: bigint): void {
+    const text = String(raw ?? value);
     if (fd >= 0) {
       if (value === this.id) return this.protocolError(`an extra eventfd for our own ID ${value} after setup`, fd);
-      if (!isPeerId(value)) return this.protocolError(`peer ID ${value} out of range 0..65535`, fd);
+      if (!isPeerId(value)) return this.protocolError(`peer ID ${text} out of range 0..65535`, fd);
       let fds = this.#peers.get(value);
       if (!fds) {
         fds = [];
@@ -84,11 +108,12 @@ export class ServerPeerDevice extends DeviceBase {
       fds.push(fd);
       return;
     }
-    if (!isPeerId(value) || value === this.id) return this.protocolError(`a disconnect for ID ${value}`, -1);
+    if (!isPeerId(value) || value === this.id) return this.protocolError(`a disconnect for ID ${text}`, -1);
     const fds = this.#peers.get(value);
     if (!fds) return;
     for (const f of fds) native.close(f);
     this.#peers.delete(value);
+    this.#brokenDoorbells.delete(value);
     if (this.#fresh.delete(value)) return;
     this.emit('peer-disconnected', value);
   }
@@ -126,6 +151,7 @@ const QUIET_MS = 20;
 export async function connect(socketPath: string, options: ConnectOptions = {}): Promise<ServerPeerDevice> {
   if (typeof socketPath !== 'string' || socketPath === '') fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'connect(): socketPath must be a non-empty string');
   const { vectors, timeout = 10_000, signal } = options;
+  const sealedMemory = checkSealedMemoryPolicy(options.sealedMemory, 'connect()');
   if (vectors !== undefined && !isVectorCount(vectors)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
   }
@@ -133,7 +159,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
   const fd = native.socketConnect(socketPath);
 
   return new Promise<ServerPeerDevice>((resolve, reject) => {
-    const handshake = new ClientHandshake(socketPath, vectors);
+    const handshake = new ClientHandshake(socketPath, vectors, sealedMemory);
     let device: ServerPeerDevice | null = null;
     let settled = false;
     let quietCheck: NodeJS.Timeout | null = null;
@@ -160,19 +186,23 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
     };
 
     const socket = new MessageSocket(fd, socketPath, {
-      message(value, msgFd) {
-        if (device) return device.handle(value, msgFd);
+      message(value, msgFd, raw) {
+        if (device) return device.handle(value, msgFd, raw);
         if (settled) {
           if (msgFd >= 0) native.close(msgFd);
           return;
         }
         let step;
         try {
-          step = handshake.receive(value, msgFd);
+          step = handshake.receive(value, msgFd, raw);
         } catch (error) {
           return failSetup(error);
         }
         if (step === 'done') return finish();
+        if (step === 'past') {
+          finish();
+          return device!.handle(value, msgFd, raw);
+        }
         if (step === 'settle') {
           // Our own fds come last, in one burst that may reach us in pieces: done once none
           // has come for a moment. Passing `vectors` makes this exact and instant.

@@ -1,6 +1,7 @@
 import { ivshmemError, type IvshmemError } from '../errors.js';
 import { native } from '../native.js';
 import { isPeerId, MAX_VECTORS, PROTOCOL_VERSION } from './limits.js';
+import { checkServerMemory, type SealedMemoryPolicy } from './memory-seals.js';
 import { SHM_MESSAGE } from './messages.js';
 
 /** Where a client's setup stands: what it waits for next. */
@@ -19,9 +20,12 @@ export interface HandshakeResult {
 /**
  * What {@link ClientHandshake.receive} asks of its caller next: more messages; or, when the
  * vector count is not known, to call {@link ClientHandshake.finish} once no message came for a
- * moment; or to call it now.
+ * moment; or to call it now; or (`'past'`) to call it now and hand this very message, which is
+ * about another peer and came after our own vectors, to the finished device: such messages are
+ * the protocol's normal traffic (a peer joining or leaving just after us), not part of the setup.
+ * With `'past'` the handshake did not take the message's fd.
  */
-export type HandshakeStep = 'more' | 'settle' | 'done';
+export type HandshakeStep = 'more' | 'settle' | 'done' | 'past';
 
 /**
  * The client's half of the setup, as a state machine fed one message at a time; the I/O (socket,
@@ -36,21 +40,29 @@ export class ClientHandshake {
   #peers = new Map<number, number[]>();
   readonly #path: string;
   readonly #vectors: number | undefined;
+  readonly #sealedMemory: SealedMemoryPolicy;
 
-  /** `vectors`: when known, setup ends exactly after that many of our own eventfds. */
-  constructor(socketPath: string, vectors?: number) {
+  /**
+   * `vectors`: when known, setup ends exactly after that many of our own eventfds.
+   * `sealedMemory`: what to do with memory that is not sealed (see {@link SealedMemoryPolicy}).
+   */
+  constructor(socketPath: string, vectors?: number, sealedMemory: SealedMemoryPolicy = 'warn') {
     this.#path = socketPath;
     this.#vectors = vectors;
+    this.#sealedMemory = sealedMemory;
   }
 
   get stage(): HandshakeStage {
     return this.#stage;
   }
 
-  /** Takes one message (and owns its fd from here on, also when it throws). */
-  receive(value: number, fd: number): HandshakeStep {
+  /**
+   * Takes one message (and owns its fd from here on, also when it throws, except after
+   * `'past'`). `raw`: the integer as sent, named in errors when `value` is out of range (NaN).
+   */
+  receive(value: number, fd: number, raw?: bigint): HandshakeStep {
     try {
-      return this.#receive(value, fd);
+      return this.#receive(value, fd, raw === undefined ? String(value) : String(raw));
     } catch (error) {
       if (fd >= 0 && !this.#holds(fd)) native.close(fd);
       throw error;
@@ -88,42 +100,53 @@ export class ClientHandshake {
     throw ivshmemError('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${this.#path}': ${why}`, { path: this.#path });
   }
 
-  #receive(value: number, fd: number): HandshakeStep {
+  // `text`: the value as sent, for messages.
+  #receive(value: number, fd: number, text: string): HandshakeStep {
     switch (this.#stage) {
       case 'version':
-        if (fd >= 0 || value !== PROTOCOL_VERSION) this.#violation(`unsupported protocol version ${value} (expected ${PROTOCOL_VERSION})`);
+        if (value !== PROTOCOL_VERSION) this.#violation(`unsupported protocol version ${text} (expected ${PROTOCOL_VERSION})`);
+        if (fd >= 0) this.#violation('the version message came with an fd (it carries none)');
         this.#stage = 'id';
         return 'more';
       case 'id':
-        if (fd >= 0 || !isPeerId(value)) this.#violation(`bad peer ID ${value}`);
+        if (!isPeerId(value)) this.#violation(`bad peer ID ${text}`);
+        if (fd >= 0) this.#violation(`the ID message (${text}) came with an fd (it carries none)`);
         this.#id = value;
         this.#stage = 'shm';
         return 'more';
       case 'shm': {
-        if (value !== SHM_MESSAGE || fd < 0) this.#violation(`expected the shared-memory fd (-1 with an fd), got ${value}${fd < 0 ? ' without an fd' : ''}`);
-        const size = native.fstat(fd, this.#path).size;
-        if (size <= 0) this.#violation('the shared memory is empty');
+        if (value !== SHM_MESSAGE || fd < 0) this.#violation(`expected the shared-memory fd (-1 with an fd), got ${text}${fd < 0 ? ' without an fd' : ''}`);
+        // Seals and size are checked before mapping: memory another peer can shrink is SIGBUS.
+        const size = checkServerMemory(fd, this.#path, this.#sealedMemory);
         this.#memory = native.map(fd, 0, size, true, this.#path);
         native.close(fd);
         this.#stage = 'peers';
         return 'more';
       }
       case 'peers':
-        return this.#peer(value, fd);
+        return this.#peer(value, fd, text);
       case 'ready':
         this.#violation('a message after the setup ended');
     }
   }
 
-  #peer(value: number, fd: number): HandshakeStep {
+  #peer(value: number, fd: number, text: string): HandshakeStep {
+    if (value !== this.#id && this.#own.length > 0) {
+      // Our own vectors come last and together: a message about another peer after them is
+      // traffic after the setup (unless fewer of ours came than we were told to expect).
+      if (this.#vectors !== undefined && this.#own.length < this.#vectors) {
+        this.#violation(`only ${this.#own.length} of our own ${this.#vectors} eventfds came before a message about peer ${text}`);
+      }
+      return 'past';
+    }
     if (fd < 0) {
       // A peer left while we were being set up.
-      if (!isPeerId(value) || value === this.#id) this.#violation(`a disconnect for ID ${value} during setup`);
+      if (!isPeerId(value) || value === this.#id) this.#violation(`a disconnect for ID ${text} during setup`);
       for (const f of this.#peers.get(value) ?? []) native.close(f);
       this.#peers.delete(value);
       return 'more';
     }
-    if (!isPeerId(value)) this.#violation(`peer ID ${value} out of range 0..65535`);
+    if (!isPeerId(value)) this.#violation(`peer ID ${text} out of range 0..65535`);
     if (value === this.#id) {
       native.setNonBlocking(fd);
       this.#own.push(fd);
@@ -131,7 +154,9 @@ export class ClientHandshake {
       if (this.#vectors === undefined) return 'settle';
       return this.#own.length === this.#vectors ? 'done' : 'more';
     }
-    if (this.#own.length > 0) this.#violation(`peer ${value}'s eventfd after our own`);
+    // Doorbells are written from the event loop: a blocking one (a full pipe from a hostile
+    // server) would stall it for good.
+    native.setNonBlocking(fd);
     let fds = this.#peers.get(value);
     if (!fds) this.#peers.set(value, (fds = []));
     fds.push(fd);

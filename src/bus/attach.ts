@@ -13,7 +13,12 @@ import type { BusPeer } from './types.js';
 export interface AttachOptions extends RegionFormat {
   /** This peer's name, as others see it (1..64 bytes of UTF-8). */
   name: string;
-  /** Heartbeat period in milliseconds (default 1000): a peer silent for two periods is down. */
+  /**
+   * Heartbeat period in milliseconds, 10..60000 (default 1000). This peer beats twice a period;
+   * a peer silent for three of its periods is down, so stalls of up to 2.5 periods are survived,
+   * and a dead peer is noticed within 3 periods + 2 scans (a scan every quarter of the observer's
+   * period) after its last beat.
+   */
   heartbeat?: number;
   /**
    * Data-area bytes of the channels this peer opens, a power of two. Default: 64 KiB, or less so
@@ -61,7 +66,7 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
 
   const slot = claimSlot(memory, geometry, session, deviceId);
   if (slot < 0) {
-    fail('ERR_IVSHMEM_BUS_FULL', `all ${geometry.maxPeers} peer slots of the region are taken: wait for a peer to leave (dead peers are freed within two heartbeats), or format the region for more peers`);
+    fail('ERR_IVSHMEM_BUS_FULL', `all ${geometry.maxPeers} peer slots of the region are taken: wait for a peer to leave (dead peers are freed within three of their heartbeat periods), or format the region for more peers`);
   }
   publishSlot(memory, geometry, slot, session, { deviceId, vectors, period, name });
 

@@ -5,7 +5,7 @@ import { fail, ivshmemError, IvshmemError } from '../errors.js';
 import { checkCapacity, SectionAllocator } from './allocator.js';
 import { Directory } from './directory.js';
 import { NAME_MAX } from './layout.js';
-import { Liveness } from './liveness.js';
+import { BEATS_PER_PERIOD, Liveness, scanInterval } from './liveness.js';
 import type { Geometry } from './region.js';
 import { markLeaving, nameBytes, releaseSlot, slotOwner } from './slots.js';
 import type { BusContext, BusEvents, BusPeer, PeerDownReason } from './types.js';
@@ -161,8 +161,8 @@ export class Bus extends EventEmitter<BusEvents> {
 
   /** @internal Starts heartbeats, liveness checks and the control doorbell. */
   start(): void {
-    this.#timers.push(setInterval(() => this.#beat(), this.#period));
-    this.#timers.push(setInterval(() => this.#scan(), Math.max(5, this.#period / 4)));
+    this.#timers.push(setInterval(() => this.#beat(), this.#period / BEATS_PER_PERIOD));
+    this.#timers.push(setInterval(() => this.#scan(), scanInterval(this.#period)));
     if (this.#device.receivesInterrupts) void this.#controlLoop();
     const device = this.#device;
     const disconnected = (id: number): void => this.#liveness.disconnected(id);
@@ -198,7 +198,7 @@ export class Bus extends EventEmitter<BusEvents> {
     if (this.#memory.byteLength === 0) return this.#shutdown(ivshmemError('ERR_IVSHMEM_CLOSED', 'the device under the bus was closed'), true);
     if (!this.#owned()) {
       return this.#shutdown(
-        ivshmemError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than two heartbeats?)`),
+        ivshmemError('ERR_IVSHMEM_EVICTED', `this peer lost its slot ${this.self.slot}: the others declared it dead (stalled for more than three heartbeat periods?)`),
         true,
       );
     }

@@ -1,5 +1,5 @@
 // Peer liveness: our heartbeat, and a scan of every slot for who came, who left and who went
-// silent for two of its own heartbeat periods.
+// silent for three of its own heartbeat periods.
 import { SLOT_STATE } from './layout.js';
 import { readSlot, releaseSlot, storeHeartbeat, type SlotCopy } from './slots.js';
 import type { BusContext, BusPeer, PeerDownReason } from './types.js';
@@ -11,6 +11,22 @@ export interface LivenessHooks {
   down(peer: BusPeer, reason: PeerDownReason): void;
   /** `peer`'s directory changed (or is seen for the first time). */
   directoryChanged(peer: BusPeer): void;
+}
+
+/**
+ * Periods of silence after which a peer is down. Three, so that one beat that comes late by up
+ * to two periods (a GC pause, a stalled TCG guest) never evicts a live peer: with beats every
+ * half period (see {@link BEATS_PER_PERIOD}) a peer may stall 2.5 periods. A dead one is down
+ * within 3 periods + 2 of the observer's scan intervals after its last beat.
+ */
+export const DOWN_AFTER_PERIODS = 3;
+
+/** Heartbeats per declared period: the spec asks for one at least; two leave room for timer lateness. */
+export const BEATS_PER_PERIOD = 2;
+
+/** Milliseconds between an observer's scans: a quarter of its own period, at least 5. */
+export function scanInterval(period: number): number {
+  return Math.max(5, period / 4);
 }
 
 interface Known {
@@ -91,7 +107,7 @@ export class Liveness {
       if (copy.heartbeat !== k.heartbeat || stalled) {
         k.heartbeat = copy.heartbeat;
         k.changed = now;
-      } else if (now - k.changed > 2 * k.period) {
+      } else if (now - k.changed > DOWN_AFTER_PERIODS * k.period) {
         this.#down(k, 'heartbeat', true);
         continue;
       }

@@ -299,7 +299,7 @@ describe('liveness', () => {
 
   it('ends a dead peer\'s channels even for an observer that only sees its slot freed by another', async () => {
     const path = tempFile();
-    const slow = await join(file(path), 'slow', 2000);
+    const slow = await join(file(path), 'slow', 4000);
     const fast = await join(file(path), 'fast', 40);
     const child = busPeer('file', path, 'echo', 100);
     await child.event('ready');

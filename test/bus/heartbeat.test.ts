@@ -6,8 +6,7 @@
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attach, openFile, type Bus, type FileDevice } from '../../src/index.js';
-import { SLOT, SLOT_STATE } from '../../src/bus/layout.js';
-import { slotWords, writeSlot } from '../../src/bus/slots.js';
+import { claimSlot, publishSlot, readSlot, slotOwner, storeHeartbeat } from '../../src/bus/slots.js';
 import { shmPath } from '../helpers.js';
 
 const cleanup: Array<() => void> = [];
@@ -35,18 +34,16 @@ async function observer(period: number): Promise<{ bus: Bus; dev: FileDevice; do
 
 /** A peer the test drives by hand: it claims a slot and beats when told to. */
 function handPeer(bus: Bus, dev: FileDevice, period: number): { beat(): void; evicted(): boolean; live(ms: number): Promise<void> } {
-  const slot = bus.self.slot + 1;
-  const words = slotWords(dev.memory, bus.geometry, slot);
+  const { memory } = dev;
+  const g = bus.geometry;
   const session = 0x5eed;
-  expect(Atomics.compareExchange(words, SLOT.owner / 4, 0, session)).toBe(0);
-  Atomics.store(words, SLOT.state / 4, SLOT_STATE.joining);
-  writeSlot(dev.memory, bus.geometry, slot, { deviceId: null, vectors: 0, period, name: 'paused' });
-  Atomics.store(words, SLOT.state / 4, SLOT_STATE.up);
-  Atomics.store(words, SLOT.published / 4, session);
-  const beat = (): void => void Atomics.add(words, SLOT.heartbeat / 4, 1);
+  const slot = claimSlot(memory, g, session, null);
+  expect(slot).toBeGreaterThanOrEqual(0);
+  publishSlot(memory, g, slot, session, { deviceId: null, vectors: 0, period, name: 'paused' });
+  const beat = (): void => storeHeartbeat(memory, g, slot, (readSlot(memory, g, slot).heartbeat + 1) >>> 0);
   return {
     beat,
-    evicted: () => Atomics.load(words, SLOT.owner / 4) !== session,
+    evicted: () => slotOwner(memory, g, slot) !== session,
     // Beats on time for `ms`.
     async live(ms: number): Promise<void> {
       for (let t = 0; t < ms; t += period) {

@@ -13,6 +13,7 @@ const specs: FlagSpec[] = [
   { long: 'reuse-shm', value: false, help: 'keep the contents of an existing shared memory file' },
   { long: 'keep-shm', value: false, help: 'leave the shared memory file in place on exit' },
   { long: 'max-peers', value: true, help: 'peers served at once, 1..65536 (default 65536)' },
+  { long: 'mode', value: true, help: 'permission bits of the socket and a created -M/-m file, octal (default 600: this user only)' },
   { short: 'p', long: 'pidfile', value: true, help: 'write the process ID to this file' },
   { short: 'F', long: 'foreground', value: false, help: 'accepted for QEMU compatibility: the server always runs in the foreground' },
   { short: 'v', long: 'verbose', value: false, help: 'also print the peer table after each change' },
@@ -35,6 +36,11 @@ function shmPath(flags: Record<string, string | true>): string | undefined {
   return name.includes('/') ? name : `/dev/shm/${name}`;
 }
 
+// '660', '0660', '0o660' → 0o660; anything else NaN, which listen() refuses naming the mode.
+function octal(text: string): number {
+  return /^(0o?)?[0-7]{1,4}$/.test(text) ? parseInt(text.replace(/^0o?/, '') || '0', 8) : Number.NaN;
+}
+
 function stamp(): string {
   return new Date().toISOString().replace('T', ' ').slice(0, 23);
 }
@@ -55,6 +61,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     reuseShm: flags['reuse-shm'] === true,
     keepShm: flags['keep-shm'] === true,
     maxPeers: flags['max-peers'] === undefined ? undefined : Number(flags['max-peers']),
+    mode: flags.mode === undefined ? undefined : octal(flags.mode as string),
   });
   server.on('log', (line) => console.log(`${stamp()} ${line}`));
   if (flags.verbose) {

@@ -120,3 +120,23 @@ function withUmaskSync<T>(mask: number, f: () => T): T {
     process.umask(old);
   }
 }
+
+describe('ivshmem server --mode', () => {
+  it('creates the socket with the octal mode given, whatever the umask', async () => {
+    const { spawn } = await import('node:child_process');
+    const { join } = await import('node:path');
+    const socket = path('sock');
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
+    const proc = withUmaskSync(0o077, () => spawn(process.execPath, [cli, 'server', '-S', socket, '--mode', '0640'], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    cleanup.push(() => void proc.kill('SIGTERM'));
+    let out = '';
+    await new Promise<void>((resolve) => {
+      proc.stdout!.on('data', (d) => {
+        out += d;
+        if (out.includes('listening on')) resolve();
+      });
+    });
+    expect(mode(socket)).toBe(0o640);
+    expect(out).toMatch(/mode 0640.*a sealed memfd/);
+  });
+});

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { connect, IvshmemServer, type ServerPeerDevice } from '../../src/index.js';
 import { native } from '../../src/native.js';
 import { shmPath } from '../helpers.js';
-import { scriptedServer, type Step } from './scripted-server.js';
+import { scriptedServer, type Step } from '../protocol/scripted-server.js';
 
 const cleanup: Array<() => void | Promise<void>> = [];
 afterEach(async () => {

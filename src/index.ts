@@ -36,6 +36,7 @@ export {
   type OpenVfioOptions,
   type PciDeviceInfo,
   type RemotePeer,
+  type SealedMemoryPolicy,
 } from './device/index.js';
 export { IvshmemServer, type QueueLimit, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
 export {

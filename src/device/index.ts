@@ -12,5 +12,6 @@ export { openDevice, type OpenDeviceOptions } from './open.js';
 export { openVfio, VfioDevice, type OpenVfioOptions } from './vfio.js';
 export { openSysfs, SysfsDevice, type OpenSysfsOptions } from './sysfs.js';
 export { connect, ServerPeerDevice, type ConnectOptions, type RemotePeer } from './server-peer.js';
+export type { SealedMemoryPolicy } from '../protocol/index.js';
 export { IVSHMEM_DEVICE, IVSHMEM_VENDOR } from './discover.js';
 export { DOORBELL, IVPOSITION, doorbellValue } from './registers.js';

@@ -6,6 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { connect } from '../../src/index.js';
 import { native } from '../../src/native.js';
 import { fixtures, message, shmPath } from '../helpers.js';
 
@@ -29,10 +30,12 @@ class ServerProcess {
   readonly socket = shmPath('sock');
   readonly proc: ChildProcess;
 
-  constructor(options: object) {
+  /** `nofile`: the server's fd limit (RLIMIT_NOFILE), set with prlimit(1). */
+  constructor(options: object, limits: { nofile?: number } = {}) {
+    const node = ['--expose-gc'];
     this.proc = fork(join(fixtures, 'server-host.mjs'), [this.socket, JSON.stringify(options)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: ['--expose-gc'],
+      ...(limits.nofile ? { execPath: 'prlimit', execArgv: [`--nofile=${limits.nofile}`, process.execPath, ...node] } : { execArgv: node }),
     });
     cleanup.push(() => {
       this.proc.kill('SIGKILL');
@@ -148,6 +151,20 @@ describe('server resources over repeated waves of clients', () => {
       fds.push((await server.settled(1)).fds);
     }
     expect(fds).toEqual([baseline.fds, baseline.fds, baseline.fds, baseline.fds]);
+  }, 120_000);
+
+  it('under a 256-fd limit, a client that never reads and 400 connect cycles leave the server serving newcomers', async () => {
+    const server = new ServerProcess({ vectors: 1, size: 65536 }, { nofile: 256 });
+    await server.ready();
+    const idle = native.socketConnect(server.socket);
+    cleanup.push(() => native.close(idle));
+    const baseline = await server.settled(1);
+    for (let i = 0; i < 400; i++) (await connect(server.socket, { vectors: 1, sealedMemory: 'require' })).close();
+    const after = await server.settled(1);
+    expect(after.fds).toBe(baseline.fds);
+    const late = await connect(server.socket, { vectors: 1, sealedMemory: 'require' });
+    expect(late.peers).toEqual([{ id: 0, vectors: 1 }]);
+    late.close();
   }, 120_000);
 
   it('drops a client whose queue passes its bound in messages, and only that client', async () => {

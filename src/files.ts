@@ -1,6 +1,6 @@
 // Files the library creates or rewrites (shared-memory files, the server's memory): never through
 // a symbolic link, and with exact permission bits whatever the umask.
-import { constants } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 import { fail, type IvshmemError } from './errors.js';
 import { native } from './native.js';
 
@@ -18,16 +18,21 @@ export function checkMode(mode: unknown, what: string): number {
 /**
  * Opens `path` without following a symlink in its last component (a link planted there would make
  * us write another file); with `create`, creates it only if it does not exist (O_EXCL), with
- * exactly `mode`. A symlink is `ERR_IVSHMEM_SYMLINK`.
+ * exactly `mode`, and with `exclusive` never opens an existing one (EEXIST). A symlink is
+ * `ERR_IVSHMEM_SYMLINK`.
  */
-export function openNoFollow(path: string, options: { access: number; create?: boolean; mode?: number }): { fd: number; created: boolean } {
-  const { access, create = false, mode = OWNER_ONLY } = options;
+export function openNoFollow(path: string, options: { access: number; create?: boolean; exclusive?: boolean; mode?: number }): { fd: number; created: boolean } {
+  const { access, create = false, exclusive = false, mode = OWNER_ONLY } = options;
   if (create) {
     let fd = -1;
     try {
       fd = native.open(path, access | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
     } catch (error) {
       if ((error as IvshmemError).code !== 'EEXIST') throw error;
+      if (exclusive) {
+        if (isSymlink(path)) symlinkRefused(path, error);
+        throw error;
+      }
     }
     if (fd >= 0) {
       try {
@@ -43,9 +48,19 @@ export function openNoFollow(path: string, options: { access: number; create?: b
   try {
     return { fd: native.open(path, access | constants.O_NOFOLLOW), created: false };
   } catch (error) {
-    if ((error as IvshmemError).code === 'ELOOP') {
-      fail('ERR_IVSHMEM_SYMLINK', `'${path}' is a symbolic link: refusing to follow it (a link planted there would make us write another file). Remove it, or give the real path.`, { path, cause: error });
-    }
+    if ((error as IvshmemError).code === 'ELOOP') symlinkRefused(path, error);
     throw error;
   }
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function symlinkRefused(path: string, cause: unknown): never {
+  fail('ERR_IVSHMEM_SYMLINK', `'${path}' is a symbolic link: refusing to follow it (a link planted there would make us write another file). Remove it, or give the real path.`, { path, cause });
 }

@@ -38,16 +38,21 @@ export function sealedMemory(size: number): ServerMemory {
 export function fileMemory(path: string, size: number, options: { reuse: boolean; mode: number }): ServerMemory {
   let opened: { fd: number; created: boolean };
   try {
-    opened = openNoFollow(path, { access: constants.O_RDWR, create: true, mode: options.mode });
+    // Without reuse an existing file is never even opened (it might be a FIFO or a device).
+    opened = openNoFollow(path, { access: constants.O_RDWR, create: true, exclusive: !options.reuse, mode: options.mode });
   } catch (error) {
+    if ((error as IvshmemError).code === 'EEXIST') {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `shared memory '${path}' already exists: remove it, or pass reuseShm (--reuse-shm) to keep its contents`, { path });
+    }
     throw withPath(error, path);
   }
   const { fd, created } = opened;
   try {
-    if (!created && !options.reuse) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `shared memory '${path}' already exists: remove it, or pass reuseShm (--reuse-shm) to keep its contents`, { path });
+    const stat = native.fstat(fd, path);
+    if ((stat.mode & constants.S_IFMT) !== constants.S_IFREG) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `shared memory '${path}' is not a regular file: give the path of a file (or none, for sealed memory)`, { path });
     }
-    const existing = created ? 0 : native.fstat(fd, path).size;
+    const existing = created ? 0 : stat.size;
     // Shrinking a file that others may have mapped would kill them with SIGBUS.
     if (existing > size) {
       fail('ERR_IVSHMEM_SIZE', `shared memory '${path}' is ${existing} bytes, larger than the ${size} asked for: reuse it with its own size (--size ${existing}) or remove it`, { path });

@@ -57,6 +57,15 @@ describe('planted symlinks (issue 11, defect 4)', () => {
     expect(existsSync(socket)).toBe(false);
   });
 
+  it('the server takes only a regular file as its memory, and opens none that exists unless told to reuse it', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const fifo = path('fifo');
+    execFileSync('mkfifo', [fifo]);
+    const socket = path('sock');
+    await expect(IvshmemServer.listen({ socket, shm: fifo, size: 4096 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT', message: expect.stringMatching(/already exists/) });
+    await expect(IvshmemServer.listen({ socket, shm: fifo, size: 4096, reuseShm: true })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT', message: expect.stringMatching(/not a regular file/) });
+  });
+
   it('openFile on a new path creates the file with create, and opens an existing regular one', () => {
     const p = path('plain');
     const a = openFile(p, { size: 4096, create: true });

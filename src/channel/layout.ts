@@ -5,8 +5,8 @@
 export const RING_MAGIC = 0x47525649;
 /** Major version: a reader refuses any other. */
 export const RING_VERSION_MAJOR = 1;
-/** Minor version: additions a version 1.0 reader may ignore. */
-export const RING_VERSION_MINOR = 0;
+/** Minor version: additions a version 1.0 reader may ignore (1.1: rules, no new fields). */
+export const RING_VERSION_MINOR = 1;
 /**
  * Bytes before the data area: five 128-byte lines (formatter; producer; producer's wait word;
  * consumer; consumer's wait word).
@@ -26,6 +26,11 @@ export const RECORD_HEADER_SIZE = 8;
 export const RECORD_TYPE_PADDING = 0xffffffff;
 /** Largest application record type; 0x10000..0xfffffffe are reserved in version 1. */
 export const RECORD_TYPE_MAX = 0xffff;
+
+/** Doorbells one ring end may send in a burst for the other end's wait word (SPEC 2.7). */
+export const DOORBELL_BURST = 64;
+/** Milliseconds per doorbell token after the burst: 20 µs, 50,000 doorbells per second (SPEC 2.7). */
+export const DOORBELL_EVERY_MS = 0.02;
 
 // u32 word indexes, relative to the ring's start.
 /** @internal */ export const W_MAGIC = 0;

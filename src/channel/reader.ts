@@ -48,6 +48,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   #published: number; // head low word as last stored
   #tailLo: number; // last validated tail seen
   #closed = false;
+  #finished = false; // reader-closed stored at EOF
   readonly #bytes: boolean;
   readonly #u8: Uint8Array; // the data area as a plain Uint8Array, for the bytes codec
   // The record found by #next(): its length, type and size in the ring.
@@ -310,9 +311,15 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     return tail;
   }
 
-  // EOF: the writer's closed flag, then (seq-cst after it) a tail equal to our head.
+  // EOF: the writer's closed flag, then (seq-cst after it) a tail equal to our head. At EOF
+  // the ring is finished on our side too: say so (SPEC 2.8), so its owner may reuse it.
   #eof(): boolean {
     if (Atomics.load(this.u32, W_WRITER_CLOSED) === 0) return false;
-    return this.#refreshTail() === this.#headLo;
+    if (this.#refreshTail() !== this.#headLo) return false;
+    if (!this.#finished && this.u32.length !== 0) {
+      this.#finished = true;
+      Atomics.store(this.u32, W_READER_CLOSED, 1);
+    }
+    return true;
   }
 }

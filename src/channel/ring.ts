@@ -5,6 +5,8 @@ import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
 import {
+  DOORBELL_BURST,
+  DOORBELL_EVERY_MS,
   isRingCapacity,
   RING_HEADER_SIZE,
   RING_MAGIC,
@@ -194,6 +196,11 @@ export abstract class RingEnd<T> {
   readonly #waitWord: number;
   readonly #peerWaitWord: number;
   #rung = -1; // the peer's wait sequence last rung: one sleep gets one doorbell
+  // SPEC 2.7: a token bucket bounds the doorbells the other end's wait word can draw from us.
+  #tokens = DOORBELL_BURST;
+  #refilled = 0;
+  #deferred: NodeJS.Timeout | null = null;
+  #deferredForce = false;
   readonly #stop = new AbortController();
 
   /** Data-area bytes. */
@@ -248,10 +255,35 @@ export abstract class RingEnd<T> {
   protected wake(force = false): void {
     if (!this.strategy.wakes) return; // nothing to ring with: skip the load
     const seq = Atomics.load(this.u32, this.#peerWaitWord);
-    if ((seq & 1) !== 0 && (seq !== this.#rung || force)) {
-      this.#rung = seq;
-      this.strategy.notify();
+    if ((seq & 1) === 0 || (seq === this.#rung && !force)) return;
+    if (!this.#token()) return this.#defer(force);
+    this.#rung = seq;
+    this.strategy.notify();
+  }
+
+  // Takes a doorbell token; the clock is read only when the bucket is full or empty.
+  #token(): boolean {
+    if (this.#tokens === DOORBELL_BURST) this.#refilled = performance.now();
+    else if (this.#tokens < 1) {
+      const now = performance.now();
+      this.#tokens = Math.min(DOORBELL_BURST, this.#tokens + (now - this.#refilled) / DOORBELL_EVERY_MS);
+      this.#refilled = now;
+      if (this.#tokens < 1) return false;
     }
+    this.#tokens--;
+    return true;
+  }
+
+  // A doorbell over the limit is sent later, not dropped: an honest sleeper only waits longer.
+  #defer(force: boolean): void {
+    this.#deferredForce ||= force;
+    if (this.#deferred) return;
+    this.#deferred = setTimeout(() => {
+      this.#deferred = null;
+      const again = this.#deferredForce;
+      this.#deferredForce = false;
+      if (this.u32.length !== 0) this.wake(again);
+    }, 1);
   }
 
   /** @internal Moves the channel to the failed state (first error wins) and throws it. */

@@ -1,0 +1,102 @@
+// Version 1.1 rules of the ring (SPEC 2.7, 2.8): what a peer can draw from us through the words
+// it owns is bounded, and a ring read to its end is marked finished by its reader.
+import { describe, expect, it } from 'vitest';
+import { ChannelReader, ChannelWriter, formatRing, ringSize, type WaitStrategy } from '../../src/channel/index.js';
+import { W_CONSUMER_WAIT, W_READER_CLOSED } from '../../src/channel/layout.js';
+
+const BURST = 64; // SPEC 2.7
+const EVERY_MS = 0.02;
+
+/** A doorbell strategy that counts rings and records the wait value each was for. */
+function counting(onNotify: () => void): WaitStrategy & { count: number } {
+  const s = {
+    count: 0,
+    wakes: true,
+    notify() {
+      s.count++;
+      onNotify();
+    },
+    wait: () => new Promise<void>((resolve) => setTimeout(resolve, 1)),
+  };
+  return s;
+}
+
+describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', () => {
+  it('a consumer that announces a new sleep after every publish gets at most the token bucket\'s doorbells', () => {
+    const capacity = 4096;
+    const memory = new ArrayBuffer(ringSize(capacity));
+    formatRing(memory, { capacity });
+    const words = new Uint32Array(memory);
+    // The flooding consumer: a fresh odd wait value each time it is rung (as if it slept again).
+    words[W_CONSUMER_WAIT] = 1;
+    const strategy = counting(() => (words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0));
+    const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
+    const reader = new ChannelReader(memory, { spin: 0 }); // polls: never rings, never announces
+    const message = new Uint8Array(8);
+    const publishes = 20_000;
+    const start = performance.now();
+    for (let sent = 0; sent < publishes; ) {
+      if (writer.trySend(message)) sent++;
+      else reader.drain(() => {});
+    }
+    const elapsed = performance.now() - start;
+    // Without the limit every publish rings (20,000); with it, the burst plus one per 20 µs.
+    expect(strategy.count).toBeLessThanOrEqual(BURST + Math.ceil(elapsed / EVERY_MS) + 1);
+    expect(strategy.count).toBeLessThan(publishes);
+    writer.close();
+  });
+
+  it('a doorbell held back by the limit is sent later, not dropped', async () => {
+    const capacity = 4096;
+    const memory = new ArrayBuffer(ringSize(capacity));
+    formatRing(memory, { capacity });
+    const words = new Uint32Array(memory);
+    words[W_CONSUMER_WAIT] = 1;
+    let flooding = true;
+    let lastRung = -1;
+    const strategy = counting(() => {
+      lastRung = words[W_CONSUMER_WAIT]!;
+      if (flooding) words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0;
+    });
+    const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
+    const reader = new ChannelReader(memory, { spin: 0 });
+    for (let sent = 0; sent < 5000; ) {
+      if (writer.trySend(new Uint8Array(8))) sent++;
+      else reader.drain(() => {});
+    }
+    // An honest consumer now sleeps on a fresh value; one more publish must reach it.
+    flooding = false;
+    reader.drain(() => {});
+    words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0;
+    const sleeping = words[W_CONSUMER_WAIT]!;
+    expect(writer.trySend(new Uint8Array(8))).toBe(true);
+    while (lastRung !== sleeping) await new Promise((resolve) => setTimeout(resolve, 1));
+    expect(lastRung).toBe(sleeping);
+    writer.close();
+  });
+});
+
+describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
+  it('stores reader-closed once it has read everything after the writer closed', async () => {
+    const memory = new ArrayBuffer(ringSize(1024));
+    formatRing(memory, { capacity: 1024 });
+    const writer = new ChannelWriter(memory);
+    const reader = new ChannelReader(memory);
+    await writer.send(new Uint8Array([1]));
+    writer.close();
+    const words = new Uint32Array(memory);
+    expect(Array.from(await reader.receive())).toEqual([1]);
+    expect(words[W_READER_CLOSED]).toBe(0); // not before the end
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    expect(words[W_READER_CLOSED]).toBe(1);
+  });
+
+  it('treats any non-zero closed word as closed', async () => {
+    const memory = new ArrayBuffer(ringSize(1024));
+    formatRing(memory, { capacity: 1024 });
+    const words = new Uint32Array(memory);
+    const writer = new ChannelWriter(memory);
+    words[W_READER_CLOSED] = 0x8000_0000;
+    expect(() => writer.trySend(new Uint8Array(1))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
+  });
+});

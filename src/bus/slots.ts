@@ -19,6 +19,11 @@ export interface SlotCopy {
   directoryGeneration: number;
   name: string;
   problem: string | null;
+  /**
+   * False when `owner` or `published` changed while the slot was copied (it changed hands): the
+   * other fields may be another session's, and `published` is then reported as 0 (SPEC 3.3).
+   */
+  stable: boolean;
 }
 
 /** A validated copy of one directory entry addressed to somebody. */
@@ -61,17 +66,22 @@ export function readSlot(memory: ArrayBuffer, g: Geometry, i: number): SlotCopy 
   else if (vectors > 256) problem = `vectors ${vectors}`;
   else if (period < PERIOD_MIN || period > PERIOD_MAX) problem = `heartbeat period ${period} ms`;
   else if (nameLength > NAME_MAX) problem = `name length ${nameLength}`;
+  const name = problem || nameLength === 0 ? '' : copyName(memory, base + SLOT.name, nameLength);
+  // Loaded again after the copy: a slot freed and claimed by a new session meanwhile has new
+  // fields, possibly half written, under what looked like the old owner's published slot.
+  const stable = Atomics.load(live, SLOT.owner / 4) === owner && Atomics.load(live, SLOT.published / 4) === published;
   return {
     owner,
-    published,
+    published: stable ? published : 0,
     state,
     deviceId: rawDevice === NO_DOORBELL ? null : rawDevice,
     vectors,
     heartbeat: c[SLOT.heartbeat / 4]!,
     period,
     directoryGeneration: c[SLOT.directoryGeneration / 4]!,
-    name: problem || nameLength === 0 ? '' : copyName(memory, base + SLOT.name, nameLength),
+    name,
     problem,
+    stable,
   };
 }
 

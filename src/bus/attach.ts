@@ -25,6 +25,13 @@ export interface AttachOptions extends RegionFormat {
    * that at least four rings fit in this peer's section.
    */
   channelCapacity?: number;
+  /**
+   * The longest heartbeat period, in milliseconds, this peer accepts from others (10..60000,
+   * default 60000). A slot declaring more is not taken as a peer, and is freed when it shows no
+   * change for three times this (SPEC 3.5): lower it to find dead peers sooner, and give every
+   * peer of the bus a period at most this.
+   */
+  maxPeerHeartbeat?: number;
   /** How long to wait for another peer that is formatting the region (default 5000 ms). */
   formatTimeout?: number;
   signal?: AbortSignal;
@@ -50,6 +57,10 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
   if (!Number.isInteger(period) || period < PERIOD_MIN || period > PERIOD_MAX) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `attach(): heartbeat must be ${PERIOD_MIN}..${PERIOD_MAX} ms, got ${String(period)}`);
   }
+  const maxPeerPeriod = options.maxPeerHeartbeat ?? PERIOD_MAX;
+  if (!Number.isInteger(maxPeerPeriod) || maxPeerPeriod < PERIOD_MIN || maxPeerPeriod > PERIOD_MAX) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `attach(): maxPeerHeartbeat must be ${PERIOD_MIN}..${PERIOD_MAX} ms, got ${String(maxPeerPeriod)}`);
+  }
   if (options.channelCapacity !== undefined) checkCapacity(options.channelCapacity, 'attach(): channelCapacity');
   if (device.closed) fail('ERR_IVSHMEM_CLOSED', 'attach(): the device is closed');
 
@@ -71,7 +82,7 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
   publishSlot(memory, geometry, slot, session, { deviceId, vectors, period, name });
 
   const self: BusPeer = Object.freeze({ slot, session, name, deviceId, vectors });
-  const bus = new Bus(device, geometry, self, { period, capacity });
+  const bus = new Bus(device, geometry, self, { period, capacity, maxPeerPeriod });
   bus.start();
   return bus;
 }

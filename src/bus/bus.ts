@@ -38,7 +38,7 @@ export class Bus extends EventEmitter<BusEvents> {
   #closed = false;
 
   /** @internal */
-  constructor(device: Device, geometry: Geometry, self: BusPeer, options: { period: number; capacity: number }) {
+  constructor(device: Device, geometry: Geometry, self: BusPeer, options: { period: number; capacity: number; maxPeerPeriod?: number }) {
     super();
     this.#device = device;
     this.#memory = device.memory;
@@ -57,7 +57,7 @@ export class Bus extends EventEmitter<BusEvents> {
       up: (peer) => this.emit('peer-up', peer),
       down: (peer, reason) => this.#peerDown(peer, reason),
       directoryChanged: (peer) => this.#directory.scan(peer),
-    });
+    }, options.maxPeerPeriod);
   }
 
   /** The other peers that are up, by slot. */

@@ -6,7 +6,8 @@ export const REGION_MAGIC = 0x42535649;
 /** Superblock `state` once formatting has finished: `"REDY"`. */
 export const REGION_READY = 0x59444552;
 export const REGION_VERSION_MAJOR = 1;
-export const REGION_VERSION_MINOR = 0;
+/** 1.1: rules only (SPEC 5); a 1.0 peer reads a 1.1 region unchanged. */
+export const REGION_VERSION_MINOR = 1;
 
 export const SUPERBLOCK_SIZE = 4096;
 export const SLOT_SIZE = 256;

@@ -1,6 +1,6 @@
 // Peer liveness: our heartbeat, and a scan of every slot for who came, who left and who went
 // silent for three of its own heartbeat periods.
-import { SLOT_STATE } from './layout.js';
+import { PERIOD_MAX, SLOT_STATE } from './layout.js';
 import { readSlot, releaseSlot, storeHeartbeat, type SlotCopy } from './slots.js';
 import type { BusContext, BusPeer, PeerDownReason } from './types.js';
 
@@ -11,6 +11,14 @@ export interface LivenessHooks {
   down(peer: BusPeer, reason: PeerDownReason): void;
   /** `peer`'s directory changed (or is seen for the first time). */
   directoryChanged(peer: BusPeer): void;
+}
+
+/** A slot someone holds that is not a peer we take (joining, leaving, invalid): SPEC 3.5. */
+interface Occupied {
+  owner: number;
+  state: number;
+  heartbeat: number;
+  changed: number;
 }
 
 /**
@@ -43,12 +51,16 @@ export class Liveness {
   readonly #period: number;
   readonly #hooks: LivenessHooks;
   readonly #known = new Map<number, Known>();
+  readonly #occupied = new Map<number, Occupied>();
+  readonly #maxPeriod: number;
   #heartbeat = 0;
   #lastTick = performance.now();
 
-  constructor(ctx: BusContext, period: number, hooks: LivenessHooks) {
+  /** `maxPeriod`: the longest heartbeat period we accept from others (SPEC 3.5, `P`). */
+  constructor(ctx: BusContext, period: number, hooks: LivenessHooks, maxPeriod = PERIOD_MAX) {
     this.#ctx = ctx;
     this.#period = period;
+    this.#maxPeriod = maxPeriod;
     this.#hooks = hooks;
   }
 
@@ -98,12 +110,19 @@ export class Liveness {
       if (known && (copy.owner !== known.peer.session || copy.state !== SLOT_STATE.up)) {
         this.#down(known, copy.owner === known.peer.session || copy.owner === 0 ? 'left' : 'replaced', false);
       }
-      if (copy.owner === 0 || copy.state !== SLOT_STATE.up || copy.published !== copy.owner) continue;
       let k = this.#known.get(i);
       if (!k) {
-        if (copy.problem) continue;
+        const peer = copy.owner !== 0 && copy.state === SLOT_STATE.up && copy.published === copy.owner;
+        if (!peer || copy.problem || copy.period > this.#maxPeriod) {
+          this.#watchOccupied(i, copy, now, stalled);
+          continue;
+        }
+        this.#occupied.delete(i);
         k = this.#up(i, copy, now);
+      } else if (!copy.stable) {
+        continue; // it changed hands while we copied it: the next scan sees the new owner
       }
+      // A known peer is timed while its owner and state stand: `published` only admits a peer.
       if (copy.heartbeat !== k.heartbeat || stalled) {
         k.heartbeat = copy.heartbeat;
         k.changed = now;
@@ -115,6 +134,25 @@ export class Liveness {
         k.directoryGeneration = copy.directoryGeneration;
         this.#hooks.directoryChanged(k.peer);
       }
+    }
+  }
+
+  /**
+   * Times a slot that is held but not a peer we take, and frees it when nothing in it changed
+   * for three accepted periods: a peer that died joining or leaving, or a slot holding garbage
+   * (a period out of range, say), would otherwise stay taken for ever.
+   */
+  #watchOccupied(slot: number, copy: SlotCopy, now: number, stalled: boolean): void {
+    if (copy.owner === 0 || !copy.stable) {
+      if (copy.owner === 0) this.#occupied.delete(slot);
+      return;
+    }
+    const o = this.#occupied.get(slot);
+    if (!o || o.owner !== copy.owner || o.state !== copy.state || o.heartbeat !== copy.heartbeat || stalled) {
+      this.#occupied.set(slot, { owner: copy.owner, state: copy.state, heartbeat: copy.heartbeat, changed: now });
+    } else if (now - o.changed > DOWN_AFTER_PERIODS * this.#maxPeriod) {
+      this.#occupied.delete(slot);
+      releaseSlot(this.#ctx.memory, this.#ctx.geometry, slot, o.owner);
     }
   }
 

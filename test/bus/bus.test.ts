@@ -106,7 +106,7 @@ describe('the region', () => {
     const first = await join(file(path), 'first');
     first.close();
     const dev = file(path);
-    new DataView(dev.memory).setUint16(8, 2, true);
+    new DataView(dev.memory).setUint32(8, 2, true); // version 2.0
     const before = Buffer.from(dev.memory.slice(0, 4096));
     await expect(attach(dev, { name: 'late' })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_REGION_VERSION', message: expect.stringMatching(/version 2\.0; this library reads version 1/) });
     expect(Buffer.from(dev.memory.slice(0, 4096))).toEqual(before);

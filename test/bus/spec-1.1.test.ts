@@ -45,3 +45,72 @@ describe('SPEC 3.7: channels closed by the writer and read to the end are reclai
     }
   });
 });
+
+/** Writes slot `i` by hand, as a hostile or dead peer leaves it (SPEC 3.3 offsets). */
+function plant(memory: ArrayBuffer, bus: Bus, i: number, slot: { owner: number; state: number; published: number; period: number; name?: string }): Uint32Array {
+  const w = new Uint32Array(memory, bus.geometry.tableOffset + i * 256, 64);
+  const name = new TextEncoder().encode(slot.name ?? 'planted');
+  w[2] = 0xffffffff; // no doorbell
+  w[3] = 0;
+  w[4] = 7; // heartbeat
+  w[5] = slot.period;
+  new Uint8Array(memory, bus.geometry.tableOffset + i * 256 + 32, name.length).set(name);
+  w[7] = name.length;
+  w[1] = slot.state;
+  w[24] = slot.published;
+  Atomics.store(w, 0, slot.owner);
+  return w;
+}
+
+async function until(condition: () => boolean, what: string, limit = 10_000): Promise<void> {
+  const deadline = performance.now() + limit;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`still waiting for ${what} after ${limit} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('SPEC 3.5: slots held by no live peer are freed; periods above the accepted maximum are refused', () => {
+  it.each([
+    ['a period out of range (a huge period)', { state: 2, published: 0x1234, period: 0xffffffff }],
+    ['a peer that died while joining', { state: 1, published: 0, period: 100 }],
+    ['a peer that died while leaving', { state: 3, published: 0x1234, period: 100 }],
+    ['a valid period above the observer\'s maximum', { state: 2, published: 0x1234, period: 1000 }],
+  ])('frees a silent slot with %s after three accepted periods', async (_what, slot) => {
+    const path = tempFile();
+    const dev = file(path);
+    const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
+    const ups: string[] = [];
+    a.on('peer-up', (p) => ups.push(p.name));
+    const w = plant(dev.memory, a, 1, { owner: 0x1234, ...slot });
+    await until(() => Atomics.load(w, 0) === 0, 'the slot to be freed');
+    expect(ups).toEqual([]);
+  });
+
+  it('keeps a slot whose heartbeat still moves, without taking it as a peer', async () => {
+    const path = tempFile();
+    const dev = file(path);
+    const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
+    const ups: string[] = [];
+    a.on('peer-up', (p) => ups.push(p.name));
+    const w = plant(dev.memory, a, 1, { owner: 0x1234, state: 2, published: 0x1234, period: 1000 });
+    const beat = setInterval(() => Atomics.store(w, 4, w[4]! + 1), 5);
+    try {
+      // Long past three accepted periods (60 ms), by the observer's own scans.
+      let scans = 0;
+      const tick = setInterval(() => scans++, 20);
+      await until(() => scans >= 20, 'twenty scan intervals');
+      clearInterval(tick);
+      expect(Atomics.load(w, 0)).toBe(0x1234);
+      expect(ups).toEqual([]);
+      expect(a.peers).toEqual([]);
+    } finally {
+      clearInterval(beat);
+    }
+  });
+
+  it('refuses a maxPeerHeartbeat outside 10..60000 ms', async () => {
+    const dev = file(tempFile());
+    await expect(attach(dev, { name: 'a', maxPeerHeartbeat: 60_001 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' });
+  });
+});

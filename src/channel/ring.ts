@@ -282,7 +282,12 @@ export abstract class RingEnd<T> {
       this.#deferred = null;
       const again = this.#deferredForce;
       this.#deferredForce = false;
-      if (this.u32.length !== 0) this.wake(again);
+      if (this.u32.length === 0 || this.error) return;
+      try {
+        this.wake(again);
+      } catch {
+        // A timer has nobody to throw to: a device closed meanwhile shows at the next call.
+      }
     }, 1);
   }
 

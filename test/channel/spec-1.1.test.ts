@@ -76,6 +76,35 @@ describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', 
   });
 });
 
+describe('SPEC 2.7: a deferred doorbell', () => {
+  it('whose device closed meanwhile is dropped quietly, not thrown from a timer', async () => {
+    const memory = new ArrayBuffer(ringSize(4096));
+    formatRing(memory, { capacity: 4096 });
+    const words = new Uint32Array(memory);
+    words[W_CONSUMER_WAIT] = 1;
+    let closed = false;
+    let deferredTried = false;
+    const strategy = counting(() => {
+      if (closed) {
+        deferredTried = true;
+        throw new Error('ring(): the device is closed');
+      }
+      words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0;
+    });
+    const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
+    const reader = new ChannelReader(memory, { spin: 0 });
+    // Exhaust the bucket, then close the "device" before the deferred doorbell goes.
+    for (let sent = 0; sent < 5000; ) {
+      if (writer.trySend(new Uint8Array(8))) sent++;
+      else reader.drain(() => {});
+    }
+    closed = true;
+    const limit = performance.now() + 5000;
+    while (!deferredTried && performance.now() < limit) await new Promise((resolve) => setTimeout(resolve, 2));
+    expect(deferredTried).toBe(true);
+  });
+});
+
 describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
   it('stores reader-closed once it has read everything after the writer closed', async () => {
     const memory = new ArrayBuffer(ringSize(1024));

@@ -10,17 +10,16 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-function tempFile(size = 1 << 20): string {
+/** A fresh shared-memory file; each call of the returned function maps it as one more device. */
+function sharedMemory(size = 1 << 20): () => Device {
   const path = shmPath('bus11');
   openFile(path, { size, create: true }).close();
   cleanup.push(() => rmSync(path, { force: true }));
-  return path;
-}
-
-function file(path: string): Device {
-  const dev = openFile(path);
-  cleanup.push(() => dev.close());
-  return dev;
+  return () => {
+    const device = openFile(path);
+    cleanup.push(() => device.close());
+    return device;
+  };
 }
 
 async function join(device: Device, options: Parameters<typeof attach>[1]): Promise<Bus> {
@@ -31,9 +30,9 @@ async function join(device: Device, options: Parameters<typeof attach>[1]): Prom
 
 describe('SPEC 3.7: channels closed by the writer and read to the end are reclaimed', () => {
   it('opens more channels than the directory has entries when each is closed and read to EOF, without reader.close()', async () => {
-    const path = tempFile();
-    const a = await join(file(path), { name: 'a', heartbeat: 100, entries: 4 });
-    const b = await join(file(path), { name: 'b', heartbeat: 100 });
+    const device = sharedMemory();
+    const a = await join(device(), { name: 'a', heartbeat: 100, entries: 4 });
+    const b = await join(device(), { name: 'b', heartbeat: 100 });
     const peer = await a.waitForPeer('b');
     for (let i = 0; i < 12; i++) {
       const writer = a.open(peer, `c${i}`);
@@ -77,8 +76,7 @@ describe('SPEC 3.5: slots held by no live peer are freed; periods above the acce
     ['a peer that died while leaving', { state: 3, published: 0x1234, period: 100 }],
     ['a valid period above the observer\'s maximum', { state: 2, published: 0x1234, period: 1000 }],
   ])('frees a silent slot with %s after three accepted periods', async (_what, slot) => {
-    const path = tempFile();
-    const dev = file(path);
+    const dev = sharedMemory()();
     const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
     const ups: string[] = [];
     a.on('peer-up', (p) => ups.push(p.name));
@@ -88,8 +86,7 @@ describe('SPEC 3.5: slots held by no live peer are freed; periods above the acce
   });
 
   it('keeps a slot whose heartbeat still moves, without taking it as a peer', async () => {
-    const path = tempFile();
-    const dev = file(path);
+    const dev = sharedMemory()();
     const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
     const ups: string[] = [];
     a.on('peer-up', (p) => ups.push(p.name));
@@ -110,7 +107,7 @@ describe('SPEC 3.5: slots held by no live peer are freed; periods above the acce
   });
 
   it('refuses a maxPeerHeartbeat outside 10..60000 ms', async () => {
-    const dev = file(tempFile());
+    const dev = sharedMemory()();
     await expect(attach(dev, { name: 'a', maxPeerHeartbeat: 60_001 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' });
   });
 });

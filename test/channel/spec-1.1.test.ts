@@ -21,6 +21,15 @@ function counting(onNotify: () => void): WaitStrategy & { count: number } {
   return s;
 }
 
+/** Publishes `count` 8-byte records one by one, the reader draining whenever the ring is full. */
+function flood(writer: ChannelWriter, reader: ChannelReader, count: number): void {
+  const message = new Uint8Array(8);
+  for (let sent = 0; sent < count; ) {
+    if (writer.trySend(message)) sent++;
+    else reader.drain(() => {});
+  }
+}
+
 describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', () => {
   it('a consumer that announces a new sleep after every publish gets at most the token bucket\'s doorbells', () => {
     const capacity = 4096;
@@ -32,13 +41,9 @@ describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', 
     const strategy = counting(() => (words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0));
     const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
     const reader = new ChannelReader(memory, { spin: 0 }); // polls: never rings, never announces
-    const message = new Uint8Array(8);
     const publishes = 20_000;
     const start = performance.now();
-    for (let sent = 0; sent < publishes; ) {
-      if (writer.trySend(message)) sent++;
-      else reader.drain(() => {});
-    }
+    flood(writer, reader, publishes);
     const elapsed = performance.now() - start;
     // Without the limit every publish rings (20,000); with it, the burst plus one per 20 µs.
     expect(strategy.count).toBeLessThanOrEqual(BURST + Math.ceil(elapsed / EVERY_MS) + 1);
@@ -60,10 +65,7 @@ describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', 
     });
     const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
     const reader = new ChannelReader(memory, { spin: 0 });
-    for (let sent = 0; sent < 5000; ) {
-      if (writer.trySend(new Uint8Array(8))) sent++;
-      else reader.drain(() => {});
-    }
+    flood(writer, reader, 5000);
     // An honest consumer now sleeps on a fresh value; one more publish must reach it.
     flooding = false;
     reader.drain(() => {});
@@ -94,10 +96,7 @@ describe('SPEC 2.7: a deferred doorbell', () => {
     const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
     const reader = new ChannelReader(memory, { spin: 0 });
     // Exhaust the bucket, then close the "device" before the deferred doorbell goes.
-    for (let sent = 0; sent < 5000; ) {
-      if (writer.trySend(new Uint8Array(8))) sent++;
-      else reader.drain(() => {});
-    }
+    flood(writer, reader, 5000);
     closed = true;
     const limit = performance.now() + 5000;
     while (!deferredTried && performance.now() < limit) await new Promise((resolve) => setTimeout(resolve, 2));

@@ -128,7 +128,10 @@ export class Directory {
       this.#incoming.delete(key);
       const reader = incoming.reader;
       if (!reader) continue;
-      if (reason === 'left' && ringEnds(this.#ctx.memory, incoming.entry.ringOffset).writerClosed && !reader.done) this.#draining.add({ reader, slot: peer.slot });
+      // The section is no longer its writer's: a drain reads, never writes (SPEC 3.5).
+      const drain = reason === 'left' && ringEnds(this.#ctx.memory, incoming.entry.ringOffset).writerClosed;
+      if (drain) reader.detach();
+      if (drain && !reader.done) this.#draining.add({ reader, slot: peer.slot });
       else reader.abandon(gone);
     }
   }

@@ -178,7 +178,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (this.#closed) return;
     this.#closed = true;
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader was closed'));
-    if (this.u32.length === 0) return;
+    if (this.u32.length === 0 || this.detached) return;
     Atomics.store(this.u32, W_READER_CLOSED, 1);
     this.wake(true);
   }
@@ -282,6 +282,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   // the writer if it announced that it waits for space.
   #flush(): void {
     if (this.#headLo === this.#published) return;
+    // Detached (draining a ring whose section may have a new owner): the head stays private.
+    if (this.detached) return void (this.#published = this.#headLo);
     const u32 = this.u32;
     if (u32[W_HEAD_HI] !== this.#headHi) Atomics.store(u32, W_HEAD_HI, this.#headHi);
     Atomics.store(u32, W_HEAD_LO, this.#headLo);
@@ -316,7 +318,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   #eof(): boolean {
     if (Atomics.load(this.u32, W_WRITER_CLOSED) === 0) return false;
     if (this.#refreshTail() !== this.#headLo) return false;
-    if (!this.#finished && this.u32.length !== 0) {
+    if (!this.#finished && this.u32.length !== 0 && !this.detached) {
       this.#finished = true;
       Atomics.store(this.u32, W_READER_CLOSED, 1);
     }

@@ -243,17 +243,30 @@ export abstract class RingEnd<T> {
    * touching shared memory: pending and later calls reject with it. The first failure wins.
    */
   abandon(error: ChannelError): void {
+    this.detach();
     if (this.error) return;
     this.error = error;
     this.stop(error);
   }
 
   /**
+   * @internal Stops writing to the ring (the bus does when the ring's section may get another
+   * owner, SPEC 3.5): this end may still read, but its position, closed word and wait word stay
+   * as they are, and it rings nobody.
+   */
+  detach(): void {
+    this.detached = true;
+  }
+
+  /** @internal True once this end may no longer write to the ring: see {@link RingEnd.detach}. */
+  protected detached = false;
+
+  /**
    * @internal Rings the other end if it announced sleep (an odd wait word) since we last rang
    * it, or always with `force`. Runs after a publish (SPEC "Sleeping", the peer's step 4).
    */
   protected wake(force = false): void {
-    if (!this.strategy.wakes) return; // nothing to ring with: skip the load
+    if (!this.strategy.wakes || this.detached) return; // nothing to ring with, or nobody to ring
     const seq = Atomics.load(this.u32, this.#peerWaitWord);
     if ((seq & 1) === 0 || (seq === this.#rung && !force)) return;
     if (!this.#token()) return this.#defer(force);

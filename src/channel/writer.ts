@@ -275,7 +275,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     this.#closed = true;
     this.#claim = -1;
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the writer was closed'));
-    if (this.u32.length === 0) return;
+    if (this.u32.length === 0 || this.detached) return;
     Atomics.store(this.u32, W_WRITER_CLOSED, 1);
     this.wake(true);
   }

@@ -111,3 +111,45 @@ describe('SPEC 3.5: slots held by no live peer are freed; periods above the acce
     await expect(attach(dev, { name: 'a', maxPeerHeartbeat: 60_001 })).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT' });
   });
 });
+
+describe('SPEC 3.5: nothing is written into a section that may have a new owner', () => {
+  function section(memory: ArrayBuffer, bus: Bus, slot: number): Uint8Array {
+    const g = bus.geometry;
+    return new Uint8Array(memory, g.sectionsOffset + slot * g.sectionSize, g.sectionSize).slice();
+  }
+
+  it('a reader draining the channel of a peer that left reads to EOF without writing its head or reader-closed there', async () => {
+    const device = sharedMemory();
+    const a = await join(device(), { name: 'a', heartbeat: 100 });
+    const bDevice = device();
+    const b = await attach(bDevice, { name: 'b', heartbeat: 100 });
+    const writer = b.open(await b.waitForPeer('a'), 'last words');
+    const reader = await a.accept('last words');
+    for (let i = 0; i < 3; i++) await writer.send(new Uint8Array([i]));
+    const gone = new Promise((resolve) => a.once('peer-down', resolve));
+    const slot = b.self.slot;
+    b.close();
+    await gone;
+    const before = section(bDevice.memory, a, slot);
+    const got: number[] = [];
+    for await (const message of reader) got.push(message[0]!);
+    expect(got).toEqual([0, 1, 2]);
+    expect(section(bDevice.memory, a, slot)).toEqual(before);
+  });
+
+  it('an evicted peer\'s readers write nothing when the application closes them', async () => {
+    const device = sharedMemory();
+    const aDevice = device();
+    const a = await join(aDevice, { name: 'a', heartbeat: 20 });
+    const b = await join(device(), { name: 'b', heartbeat: 100 });
+    const writer = b.open(await b.waitForPeer('a'), 'to a');
+    await writer.send(new Uint8Array([1]));
+    const reader = await a.accept('to a');
+    const closed = new Promise((resolve) => a.once('close', resolve));
+    Atomics.store(new Uint32Array(aDevice.memory, a.geometry.tableOffset + a.self.slot * 256, 1), 0, 0);
+    await closed;
+    const before = section(aDevice.memory, a, b.self.slot);
+    reader.close();
+    expect(section(aDevice.memory, a, b.self.slot)).toEqual(before);
+  });
+});

@@ -379,7 +379,7 @@ export abstract class RingEnd<T> {
     for (let attempt = 0; ; attempt++) {
       both.throwIfAborted();
       this.checkLive();
-      const announce = this.strategy.wakes;
+      const announce = this.strategy.wakes && !this.detached; // detached: the wait word is not ours to store
       if (announce) {
         // Every entry into sleep stores a new odd value (first sleeper: even → odd; others:
         // odd → the next odd). The peer rings once per value it sees, so a second sleeper

@@ -128,3 +128,38 @@ describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
     expect(() => writer.trySend(new Uint8Array(1))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
   });
 });
+
+describe('SPEC 3.5: a detached end writes nothing to the ring', () => {
+  it('reads on, but keeps its head, its wait word and its closed word private', async () => {
+    const memory = new ArrayBuffer(ringSize(1024));
+    formatRing(memory, { capacity: 1024 });
+    const words = new Uint32Array(memory);
+    const writer = new ChannelWriter(memory);
+    await writer.send(new Uint8Array([7]));
+    const seenWhileWaiting: number[] = [];
+    const strategy: WaitStrategy = {
+      wakes: true,
+      notify() {},
+      wait: () => {
+        seenWhileWaiting.push(words[W_CONSUMER_WAIT]!);
+        return new Promise<void>((resolve) => setTimeout(resolve, 1));
+      },
+    };
+    const reader = new ChannelReader(memory, { wait: strategy, spin: 0 });
+    reader.detach();
+    const before = words.slice(0, 160);
+    expect(Array.from(await reader.receive())).toEqual([7]);
+    const next = reader.receive(); // sleeps: the ring is empty
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await writer.send(new Uint8Array([8]));
+    expect(Array.from(await next)).toEqual([8]);
+    writer.close();
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    reader.close();
+    expect(seenWhileWaiting.length).toBeGreaterThan(0);
+    expect(seenWhileWaiting.every((seq) => seq === 0)).toBe(true);
+    const after = words.slice(0, 160);
+    // Only the writer's words moved (tail, writer-closed); the consumer's line is untouched.
+    expect(after.subarray(96, 160)).toEqual(before.subarray(96, 160));
+  });
+});

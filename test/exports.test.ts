@@ -16,6 +16,7 @@ describe('entry points', () => {
     const spec = await import('ivshmem/spec');
     expect(spec.RING_FIELDS).toMatchObject({ magic: 0, tail: 128, producerWait: 256, head: 384, consumerWait: 512, data: 640 });
     expect(spec.RING_HEADER_SIZE).toBe(640);
+    expect([spec.DOORBELL_BURST, spec.DOORBELL_EVERY_MS]).toEqual([64, 0.02]); // SPEC 2.7
     expect(spec.SUPERBLOCK_SIZE).toBe(4096);
     expect(spec.MAX_VECTORS).toBe(64);
     expect(spec.PEER_IDS).toBe(65536);

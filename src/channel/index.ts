@@ -13,6 +13,8 @@ import { ChannelWriter } from './writer.js';
 export { bytesCodec, jsonCodec, utf8Codec, type Codec } from './codec.js';
 export { ChannelError, type RingField } from './errors.js';
 export {
+  DOORBELL_BURST,
+  DOORBELL_EVERY_MS,
   RECORD_HEADER_SIZE,
   RECORD_TYPE_MAX,
   RECORD_TYPE_PADDING,

@@ -2,7 +2,7 @@
  * `ivshmem/spec`: the numbers of the formats and protocols, for other implementations (SPEC.md
  * is the normative text; these are its constants as this package uses them).
  *
- * - the ring ("Ring"): header field offsets, sizes, record types;
+ * - the ring ("Ring"): header field offsets, sizes, record types, the doorbell limit;
  * - the bus region ("Region"): superblock, peer slot and directory entry offsets and states;
  * - the ivshmem-server protocol: version, vector and peer ID limits;
  * - the ivshmem PCI device: IDs, register offsets, the doorbell word.
@@ -10,6 +10,8 @@
  * @module
  */
 export {
+  DOORBELL_BURST,
+  DOORBELL_EVERY_MS,
   RECORD_HEADER_SIZE,
   RECORD_TYPE_MAX,
   RECORD_TYPE_PADDING,

@@ -21,6 +21,13 @@ function counting(onNotify: () => void): WaitStrategy & { count: number } {
   return s;
 }
 
+/** A formatted ring in private memory, and its words. */
+function formatted(capacity: number): { memory: ArrayBuffer; words: Uint32Array } {
+  const memory = new ArrayBuffer(ringSize(capacity));
+  formatRing(memory, { capacity });
+  return { memory, words: new Uint32Array(memory) };
+}
+
 /** Publishes `count` 8-byte records one by one, the reader draining whenever the ring is full. */
 function flood(writer: ChannelWriter, reader: ChannelReader, count: number): void {
   const message = new Uint8Array(8);
@@ -33,9 +40,7 @@ function flood(writer: ChannelWriter, reader: ChannelReader, count: number): voi
 describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', () => {
   it('a consumer that announces a new sleep after every publish gets at most the token bucket\'s doorbells', () => {
     const capacity = 4096;
-    const memory = new ArrayBuffer(ringSize(capacity));
-    formatRing(memory, { capacity });
-    const words = new Uint32Array(memory);
+    const { memory, words } = formatted(capacity);
     // The flooding consumer: a fresh odd wait value each time it is rung (as if it slept again).
     words[W_CONSUMER_WAIT] = 1;
     const strategy = counting(() => (words[W_CONSUMER_WAIT] = (words[W_CONSUMER_WAIT]! + 2) >>> 0));
@@ -54,9 +59,7 @@ describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', 
 
   it('a doorbell held back by the limit is sent later, not dropped', async () => {
     const capacity = 4096;
-    const memory = new ArrayBuffer(ringSize(capacity));
-    formatRing(memory, { capacity });
-    const words = new Uint32Array(memory);
+    const { memory, words } = formatted(capacity);
     words[W_CONSUMER_WAIT] = 1;
     let flooding = true;
     let lastRung = -1;
@@ -81,9 +84,7 @@ describe('SPEC 2.7: doorbells drawn by the other end\'s wait word are limited', 
 
 describe('SPEC 2.7: a deferred doorbell', () => {
   it('whose device closed meanwhile is dropped quietly, not thrown from a timer', async () => {
-    const memory = new ArrayBuffer(ringSize(4096));
-    formatRing(memory, { capacity: 4096 });
-    const words = new Uint32Array(memory);
+    const { memory, words } = formatted(4096);
     words[W_CONSUMER_WAIT] = 1;
     let closed = false;
     let deferredTried = false;
@@ -116,13 +117,11 @@ describe('SPEC 2.7: a deferred doorbell', () => {
 
 describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
   it('stores reader-closed once it has read everything after the writer closed', async () => {
-    const memory = new ArrayBuffer(ringSize(1024));
-    formatRing(memory, { capacity: 1024 });
+    const { memory, words } = formatted(1024);
     const writer = new ChannelWriter(memory);
     const reader = new ChannelReader(memory);
     await writer.send(new Uint8Array([1]));
     writer.close();
-    const words = new Uint32Array(memory);
     expect(Array.from(await reader.receive())).toEqual([1]);
     expect(words[W_READER_CLOSED]).toBe(0); // not before the end
     await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
@@ -130,9 +129,7 @@ describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
   });
 
   it('treats any non-zero closed word as closed', async () => {
-    const memory = new ArrayBuffer(ringSize(1024));
-    formatRing(memory, { capacity: 1024 });
-    const words = new Uint32Array(memory);
+    const { memory, words } = formatted(1024);
     const writer = new ChannelWriter(memory);
     words[W_READER_CLOSED] = 0x8000_0000;
     expect(() => writer.trySend(new Uint8Array(1))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
@@ -141,9 +138,7 @@ describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
 
 describe('SPEC 3.5: a detached end writes nothing to the ring', () => {
   it('reads on, but keeps its head, its wait word and its closed word private', async () => {
-    const memory = new ArrayBuffer(ringSize(1024));
-    formatRing(memory, { capacity: 1024 });
-    const words = new Uint32Array(memory);
+    const { memory, words } = formatted(1024);
     const writer = new ChannelWriter(memory);
     await writer.send(new Uint8Array([7]));
     const seenWhileWaiting: number[] = [];

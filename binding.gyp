@@ -10,6 +10,7 @@
         "native/mmio.cc",
         "native/eventfd.cc",
         "native/watcher.cc",
+        "native/wait.cc",
         "native/unix_socket.cc",
         "native/vfio.cc",
         "native/seals.cc"

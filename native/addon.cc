@@ -30,6 +30,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMmio(env, exports);
   InitEventfd(env, exports);
   InitWatcher(env, exports);
+  InitWait(env, exports);
   InitUnixSocket(env, exports);
   InitVfio(env, exports);
   InitSeals(env, exports);

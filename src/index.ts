@@ -53,6 +53,8 @@ export {
   deviceWaitStrategy,
   pollingWaitStrategy,
   type Channel,
+  type BlockingOptions,
+  type BlockingWake,
   type ChannelOptions,
   type Codec,
   type DrainCallback,

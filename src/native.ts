@@ -34,6 +34,16 @@ export interface Native {
   readonly WRITABLE: number;
   readonly DISCONNECT: number;
 
+  /**
+   * Blocks this thread until the u32 at `byteOffset` in `buffer` differs from `expected`
+   * (spinning on it for `spinNs` first), `fd` becomes readable, or `timeoutNs` passes (-1:
+   * never; needs an fd). `fd` -1: no fd, the wait after the spin is a sleep. Returns a mask of
+   * WAIT_WORD and WAIT_READABLE, 0 on timeout. The fd is not read.
+   */
+  waitWord(buffer: ArrayBuffer, byteOffset: number, expected: number, fd: number, spinNs: number, timeoutNs: number): number;
+  readonly WAIT_WORD: number;
+  readonly WAIT_READABLE: number;
+
   /** `mode`: the socket file's exact permission bits, whatever the umask (default: left to the umask). */
   socketListen(path: string, backlog?: number, mode?: number): number;
   socketAccept(fd: number, path?: string): number;

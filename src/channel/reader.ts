@@ -12,7 +12,7 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { FALSE, RESOLVED, RingEnd, TRUE, type ChannelOptions } from './ring.js';
+import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions, type ChannelOptions } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -110,6 +110,44 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       await this.until(() => this.#next() >= 0 || this.#eof(), options?.signal);
       this.#usable();
     }
+  }
+
+  /**
+   * The next message, blocking this thread until one is there (run-to-completion): spins on
+   * the ring, then sleeps in the kernel on the doorbell's eventfd (or, without one, in short
+   * naps), never through the event loop. Throws `ERR_IVSHMEM_CHANNEL_CLOSED` at EOF,
+   * `ERR_IVSHMEM_TIMEOUT` when `options.timeout` passed, and the channel's error once it failed.
+   * For a worker thread or a process that owns its data path: while it blocks, nothing else in
+   * this thread runs (no timers, no I/O, no AbortSignal), so give it a timeout if you must
+   * notice a peer that went away.
+   *
+   * @example
+   * ```ts
+   * for (;;) {
+   *   const request = reader.receiveSync({ timeout: 5000, spin: 50 });
+   *   writer.sendSync(handle(request));
+   * }
+   * ```
+   */
+  receiveSync(options?: BlockingOptions): T {
+    if (!this.readySync(options)) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
+    return this.#take(this.#next());
+  }
+
+  /**
+   * Blocks this thread until a message is there (true) or EOF (false), without consuming
+   * anything; as {@link ChannelReader.receiveSync}, which it serves. The loop
+   * `while (reader.readySync()) reader.drain(onRecord)` moves batches without allocating.
+   */
+  readySync(options?: BlockingOptions): boolean {
+    this.#usable();
+    if (options !== undefined) this.blockingOptions(options);
+    if (this.#next() >= 0) return true;
+    this.#flush();
+    const ready = (): boolean => this.#next() >= 0 || this.#eof();
+    if (!this.untilSync(ready, W_TAIL_LO, options)) throw timedOut('receive', options?.timeout);
+    this.#usable();
+    return this.#next() >= 0;
   }
 
   /** Waits until a message is there (true) or EOF (false), without consuming anything. */

@@ -1,6 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { endianness } from 'node:os';
 import { fail } from '../errors.js';
+import { native } from '../native.js';
 import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
@@ -63,6 +64,39 @@ export interface ChannelOptions<T> extends RingPlacement {
   spin?: number;
   /** Format the ring first (exactly one end does, before the other attaches). */
   format?: boolean | Omit<FormatOptions, 'offset' | 'size'>;
+}
+
+/** Options of the blocking (run-to-completion) calls: `receiveSync`, `readySync`, `sendSync`. */
+export interface BlockingOptions {
+  /** Milliseconds to wait at most (default: no limit); then `ERR_IVSHMEM_TIMEOUT`. */
+  timeout?: number;
+  /**
+   * Microseconds to spin on the ring before sleeping in the kernel (default: the channel's
+   * `spin`). A thread that owns a core can afford more: a spin that catches the reply saves
+   * the wake-up, the largest cost of a round trip.
+   */
+  spin?: number;
+}
+
+const BLOCKING_KEYS = new Set(['timeout', 'spin']);
+
+function blockingOptions(options: BlockingOptions | undefined, defaultSpin: number, send: boolean): { timeout: number; spin: number } {
+  if (options === undefined) return { timeout: Infinity, spin: defaultSpin };
+  for (const key in options) {
+    if (!BLOCKING_KEYS.has(key) && !(send && key === 'type')) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: unknown option '${key}' (known: timeout, spin${send ? ', type' : ''})`);
+    }
+  }
+  const timeout = options.timeout ?? Infinity;
+  if (!(timeout >= 0)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: timeout must be a number of milliseconds >= 0, got ${String(options.timeout)}`);
+  const spin = options.spin ?? defaultSpin;
+  if (!(spin >= 0 && spin !== Infinity)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: spin must be a finite number of microseconds >= 0, got ${String(options.spin)}`);
+  return { timeout, spin };
+}
+
+/** @internal The error a blocking call throws when its timeout passed. */
+export function timedOut(what: string, timeout: number | undefined): ChannelError {
+  return new ChannelError('ERR_IVSHMEM_TIMEOUT', `channel: ${what} timed out after ${String(timeout)} ms`);
 }
 
 /** What a ring end learned when it attached: the validated geometry. */
@@ -380,22 +414,90 @@ export abstract class RingEnd<T> {
       both.throwIfAborted();
       this.checkLive();
       const announce = this.strategy.wakes && !this.detached; // detached: the wait word is not ours to store
-      if (announce) {
-        // Every entry into sleep stores a new odd value (first sleeper: even → odd; others:
-        // odd → the next odd). The peer rings once per value it sees, so a second sleeper
-        // re-entering after a wake-up that was not for it is still rung.
-        this.#waitSeq = (this.#waitSeq + (this.#sleepers++ === 0 ? 1 : 2)) >>> 0;
-        Atomics.store(this.u32, this.#waitWord, this.#waitSeq);
-      }
+      if (announce) this.#announce();
       try {
         if (this.#strictly(ready)) return;
         await this.strategy.wait(both, attempt, since);
       } finally {
-        if (announce && --this.#sleepers === 0 && this.u32.length !== 0) {
-          Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
-        }
+        if (announce) this.#unannounce();
       }
       if (this.#strictly(ready)) return;
+    }
+  }
+
+  // Every entry into sleep stores a new odd value (first sleeper: even → odd; others: odd →
+  // the next odd). The peer rings once per value it sees, so a second sleeper re-entering
+  // after a wake-up that was not for it is still rung.
+  #announce(): void {
+    this.#waitSeq = (this.#waitSeq + (this.#sleepers++ === 0 ? 1 : 2)) >>> 0;
+    Atomics.store(this.u32, this.#waitWord, this.#waitSeq);
+  }
+
+  #unannounce(): void {
+    if (--this.#sleepers === 0 && this.u32.length !== 0) {
+      Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+    }
+  }
+
+  /** @internal Validates the options of a blocking call (also on its fast path). */
+  protected blockingOptions(options: BlockingOptions | undefined, send = false): { timeout: number; spin: number } {
+    return blockingOptions(options, this.#spin * 1000, send);
+  }
+
+  /**
+   * @internal The blocking form of {@link RingEnd.until}, for a thread that owns its data path:
+   * returns true once `ready()` is, false when `options.timeout` passed first. Spins on
+   * `word` (the other end's position: it changes when there is something to look at) for
+   * `spin` µs in native code, then announces sleep, looks once more (seq-cst), and sleeps in
+   * the kernel on the strategy's fd until a doorbell, the timeout, or the re-check period
+   * (dropped doorbells). Without an fd it sleeps in growing steps (50 µs to 1 ms), looking at
+   * the ring after each. The event loop does not run meanwhile.
+   */
+  protected untilSync(ready: () => boolean, word: number, options: BlockingOptions | undefined): boolean {
+    const { timeout, spin } = this.blockingOptions(options, word === W_HEAD_LO);
+    if (ready()) return true;
+    const deadline = timeout === Infinity ? Infinity : performance.now() + timeout;
+    const memory = this.u32.buffer as ArrayBuffer;
+    const at = this.u32.byteOffset + word * 4;
+    const blocking = this.strategy.blocking;
+    let observed = Atomics.load(this.u32, word);
+    // The spin: one native call that returns as soon as the word moves.
+    if (spin > 0) {
+      const spinMs = Math.min(spin / 1000, deadline - performance.now());
+      if (spinMs > 0 && native.waitWord(memory, at, observed, -1, Math.round(spinMs * 1e6), Math.round(spinMs * 1e6)) !== 0) {
+        if (ready()) return true;
+      }
+    }
+    let nap = 0.05;
+    for (;;) {
+      this.checkLive();
+      const fd = blocking ? blocking.fd() : -1;
+      const left = deadline - performance.now();
+      if (left <= 0) return ready();
+      if (fd < 0) {
+        // Nothing rings this end: look, sleep a little, look (a polling end keeps no wait word).
+        observed = Atomics.load(this.u32, word);
+        if (this.#strictly(ready)) return true;
+        native.waitWord(memory, at, observed, -1, 0, Math.round(Math.min(nap, left) * 1e6));
+        nap = Math.min(1, nap * 2);
+        if (ready()) return true;
+        continue;
+      }
+      const recheck = blocking!.recheck > 0 ? blocking!.recheck : Infinity;
+      const sleep = Math.min(left, recheck);
+      this.#announce();
+      let woke: number;
+      try {
+        // The word is read before the last look: a move after the look ends the sleep too.
+        observed = Atomics.load(this.u32, word);
+        if (this.#strictly(ready)) return true;
+        woke = native.waitWord(memory, at, observed, fd, 0, sleep === Infinity ? -1 : Math.round(sleep * 1e6));
+      } finally {
+        this.#unannounce();
+      }
+      // The doorbell is consumed here, so the next sleep does not return at once for it.
+      if ((woke & native.WAIT_READABLE) !== 0) native.eventfdDrain(fd);
+      if (this.#strictly(ready)) return true;
     }
   }
   /**

@@ -20,6 +20,22 @@ export interface WaitStrategy {
    * ask the peer to ring.
    */
   readonly wakes: boolean;
+  /**
+   * What a blocking wait (`receiveSync`, `readySync`, `sendSync`) sleeps on in the kernel.
+   * Absent, or an fd of -1: blocking waits spin, then sleep in short steps looking at the ring.
+   */
+  readonly blocking?: BlockingWake;
+}
+
+/** How a thread that blocks (run-to-completion) is woken: see {@link WaitStrategy.blocking}. */
+export interface BlockingWake {
+  /** The fd that becomes readable when the peer rings this end; -1 when there is none. */
+  fd(): number;
+  /**
+   * Milliseconds after which a sleeping end looks at the ring anyway, as
+   * {@link DeviceWaitOptions.recheck} (0: never).
+   */
+  readonly recheck: number;
 }
 
 /** Options of {@link pollingWaitStrategy}. */
@@ -94,7 +110,7 @@ export function pollDelay(idle: number, busy: number, maxDelay: number): number 
 }
 
 /** The part of a {@link Device} the doorbell strategy needs. */
-export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'>;
+export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'> & Partial<Pick<Device, 'interruptFd'>>;
 
 /** Options of {@link deviceWaitStrategy}. */
 export interface DeviceWaitOptions {
@@ -155,6 +171,7 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
   return {
     wakes: true,
     notify: () => device.ring(peer, vector),
+    blocking: { fd: () => device.interruptFd?.(vector) ?? -1, recheck },
     wait(signal) {
       if (signal?.aborted) return Promise.reject(signal.reason);
       lastWait = performance.now();

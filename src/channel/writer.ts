@@ -14,7 +14,7 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { RingEnd, type ChannelOptions } from './ring.js';
+import { RingEnd, timedOut, type BlockingOptions, type ChannelOptions } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -118,6 +118,27 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Sends `value`, blocking this thread while the ring is full (run-to-completion; see
+   * `ChannelReader.receiveSync`): spins on the reader's head, then sleeps in the kernel on the
+   * doorbell's eventfd. Throws `ERR_IVSHMEM_TIMEOUT` (nothing sent) when `options.timeout`
+   * passed, `ERR_IVSHMEM_CHANNEL_BUSY` while asynchronous sends wait (they need the event loop
+   * this call would block), and what {@link ChannelWriter.trySend} throws. The reader is rung
+   * only when it announced sleep: a reader that spins costs this end no doorbell.
+   */
+  sendSync(value: T, options?: BlockingOptions & { type?: number }): void {
+    const type = options?.type ?? 0;
+    this.#usable(type);
+    if (this.#waiting > 0) {
+      throw new ChannelError('ERR_IVSHMEM_CHANNEL_BUSY', 'channel: sendSync() while asynchronous sends wait for space; await them first');
+    }
+    if (options !== undefined) this.blockingOptions(options, true);
+    if (!this.#put(value, type) && !this.untilSync(() => this.#usable(type) && this.#put(value, type), W_HEAD_LO, options)) {
+      throw timedOut('send', options?.timeout);
+    }
+    this.#flush();
   }
 
   // Runs `job` after every send that is already waiting, whatever became of them.

@@ -82,6 +82,12 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     this.doorbell(peer, vector);
   }
 
+  interruptFd(vector = 0): number {
+    this.assertOpen();
+    if (this.#sources.length === 0) return -1;
+    return this.#source(vector).fd;
+  }
+
   waitInterrupt(vector = 0, options: { signal?: AbortSignal } = {}): Promise<number> {
     let source: Vector;
     try {

@@ -64,6 +64,16 @@ export interface Device extends EventEmitter<DeviceEvents> {
    * the hardware does.
    */
   ring(peer: number, vector?: number): void;
+  /**
+   * The eventfd that becomes readable when this peer is rung on `vector` (default 0), for a
+   * thread that sleeps in the kernel itself instead of in the event loop (the channels'
+   * `receiveSync`); -1 on a device that delivers no interrupts (file, sysfs). The device owns
+   * it: never close it. Reading it (draining the count) takes those doorbells from this
+   * device's `'interrupt'` listeners in the same thread, which is harmless for channels (a
+   * channel looks at its ring after every wake-up) but not for code counting interrupts.
+   * Throws `ERR_IVSHMEM_CLOSED` once the device is closed (the number may be reused by then).
+   */
+  interruptFd(vector?: number): number;
   /** Resolves with the count of doorbells once one arrives on `vector` (default 0). */
   waitInterrupt(vector?: number, options?: { signal?: AbortSignal }): Promise<number>;
   /** Iterates interrupts as they arrive, until the device closes or the signal aborts. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fail, withPath } from '../errors.js';
 import { native, type Native } from '../native.js';
 import { DeviceBase } from './base.js';
-import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, doorbellValue } from './registers.js';
+import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, doorbellValue, doorbellWriter } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 
 /** Options of {@link openSysfs}. */
@@ -38,6 +38,7 @@ export class SysfsDevice extends DeviceBase {
   readonly kind: PciDeviceInfo['kind'];
   #registers: ArrayBuffer;
   readonly #native: SysfsNative;
+  readonly #doorbell: ((value: number) => void) | null;
 
   /** @internal */
   constructor(info: PciDeviceInfo, registers: ArrayBuffer, memory: ArrayBuffer, calls: SysfsNative = native) {
@@ -50,11 +51,12 @@ export class SysfsDevice extends DeviceBase {
     this.kind = info.kind;
     this.#registers = registers;
     this.#native = calls;
+    this.#doorbell = doorbell ? doorbellWriter(registers, calls) : null;
   }
 
   protected doorbell(peer: number, vector: number): void {
     this.assertOpen();
-    this.#native.write32(this.#registers, DOORBELL, doorbellValue(peer, vector));
+    this.#doorbell!(doorbellValue(peer, vector));
   }
 
   protected override noDoorbell(): never {

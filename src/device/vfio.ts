@@ -2,7 +2,7 @@ import { constants, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail, ivshmemError, IvshmemError, withPath } from '../errors.js';
 import { DeviceBase } from './base.js';
-import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue } from './registers.js';
+import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue, doorbellWriter } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 import { bindDriver, checkIommu, groupOf } from './vfio-bind.js';
 import { systemVfio, type VfioNative, type VfioSystem } from './vfio-system.js';
@@ -203,9 +203,10 @@ function openRegisters(native: VfioNative, deviceFd: number, address: string): R
   if (bar0.size < 16) throw ivshmemError('ERR_IVSHMEM_SIZE', `${address}: BAR0 (registers) is missing`, { path: address });
   if (bar0.flags & native.vfio.REGION_INFO_FLAG_MMAP) {
     const regs = native.map(deviceFd, bar0.offset, bar0.size, true, address);
+    const ringDoorbell = doorbellWriter(regs, native);
     return {
       read32: (offset) => native.read32(regs, offset),
-      write32: (offset, value) => native.write32(regs, offset, value),
+      write32: (offset, value) => (offset === DOORBELL ? ringDoorbell(value) : native.write32(regs, offset, value)),
       release: () => native.unmap(regs),
     };
   }

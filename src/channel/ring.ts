@@ -455,12 +455,13 @@ export abstract class RingEnd<T> {
    */
   protected untilSync(ready: () => boolean, word: number, options: BlockingOptions | undefined): boolean {
     const { timeout, spin } = this.blockingOptions(options, word === W_HEAD_LO);
+    // The word is read before each look: a move after the look ends the wait that follows.
+    let observed = Atomics.load(this.u32, word);
     if (ready()) return true;
     const deadline = timeout === Infinity ? Infinity : performance.now() + timeout;
     const memory = this.u32.buffer as ArrayBuffer;
     const at = this.u32.byteOffset + word * 4;
     const blocking = this.strategy.blocking;
-    let observed = Atomics.load(this.u32, word);
     // The spin: one native call that returns as soon as the word moves.
     if (spin > 0) {
       const spinMs = Math.min(spin / 1000, deadline - performance.now());
@@ -488,7 +489,6 @@ export abstract class RingEnd<T> {
       this.#announce();
       let woke: number;
       try {
-        // The word is read before the last look: a move after the look ends the sleep too.
         observed = Atomics.load(this.u32, word);
         if (this.#strictly(ready)) return true;
         woke = native.waitWord(memory, at, observed, fd, 0, sleep === Infinity ? -1 : Math.round(sleep * 1e6));

@@ -55,6 +55,7 @@ export {
   type Channel,
   type BlockingOptions,
   type BlockingWake,
+  type OpenOptions,
   type ChannelOptions,
   type Codec,
   type DrainCallback,

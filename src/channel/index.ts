@@ -32,7 +32,7 @@ export {
 export { RING_FIELDS } from './fields.js';
 export { failedReader, inspectRing, ringEnds, type RingEnds, type RingSnapshot } from './inspect.js';
 export { ChannelReader, type DrainCallback } from './reader.js';
-export { formatRing, type BlockingOptions, type ChannelOptions, type FormatOptions, type RingPlacement } from './ring.js';
+export { formatRing, type BlockingOptions, type ChannelOptions, type OpenOptions, type FormatOptions, type RingPlacement } from './ring.js';
 export {
   deviceWaitStrategy,
   pollingWaitStrategy,

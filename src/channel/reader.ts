@@ -12,7 +12,7 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions, type ChannelOptions } from './ring.js';
+import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions, type ChannelOptions, type OpenOptions, whenFormatted } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -74,6 +74,18 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (Atomics.load(u32, W_READER_CLOSED) !== 0) {
       throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the ring was closed by its reader; format it again to reuse it');
     }
+  }
+
+  /**
+   * Attaches once the other side formatted the ring: where `new ChannelReader()` would fail with
+   * `ERR_IVSHMEM_CHANNEL_CORRUPT` (magic) because this end came first, this waits for the magic
+   * (up to `timeout` ms, default 10 s, then `ERR_IVSHMEM_TIMEOUT`). Other header problems reject
+   * at once. Not for the formatting end: that one uses `format: true`.
+   */
+  static async open<T = Uint8Array>(memory: ArrayBuffer, options: ChannelOptions<T> & OpenOptions = {}): Promise<ChannelReader<T>> {
+    const { signal, timeout, ...channel } = options;
+    if (!channel.format) await whenFormatted(memory, channel, { signal, timeout });
+    return new ChannelReader<T>(memory, channel);
   }
 
   /** True at EOF: the writer closed and every message was received. */

@@ -94,6 +94,52 @@ function blockingOptions(options: BlockingOptions | undefined, defaultSpin: numb
   return { timeout, spin };
 }
 
+/** Options of `ChannelReader.open` and `ChannelWriter.open`. */
+export interface OpenOptions {
+  /** Stops waiting for the ring to be formatted; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Milliseconds to wait for the formatting at most (default 10 000); then `ERR_IVSHMEM_TIMEOUT`. */
+  timeout?: number;
+}
+
+/**
+ * @internal Resolves once the ring at `options.offset` carries the magic (the formatter stores
+ * it last), for an end that may attach before the other side formatted. Any other header
+ * problem is the ring's, not the timing's: it rejects at once with the CORRUPT error.
+ */
+export async function whenFormatted(memory: ArrayBuffer, options: RingPlacement, wait: OpenOptions): Promise<void> {
+  const timeout = wait.timeout ?? 10_000;
+  if (!(timeout >= 0)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `open(): timeout must be a number of milliseconds >= 0, got ${String(wait.timeout)}`);
+  const { offset, size } = placement(memory, options);
+  if (size < RING_HEADER_SIZE) fail('ERR_IVSHMEM_SIZE', `channel: ${size} bytes cannot hold the ${RING_HEADER_SIZE}-byte ring header`);
+  const header = new Uint32Array(memory, offset, RING_HEADER_SIZE / 4);
+  const start = performance.now();
+  for (let delay = 1; ; delay = Math.min(50, delay * 2)) {
+    wait.signal?.throwIfAborted();
+    if (memory.byteLength === 0) fail('ERR_IVSHMEM_CLOSED', 'channel: the shared memory was unmapped (device closed) while waiting for the ring to be formatted');
+    const magic = Atomics.load(header, W_MAGIC);
+    if (magic === RING_MAGIC) return;
+    if (performance.now() - start >= timeout) {
+      throw new ChannelError(
+        'ERR_IVSHMEM_TIMEOUT',
+        `channel: the ring at offset ${offset} was not formatted within ${timeout} ms (magic is ${magic === 0 ? '0' : `0x${magic.toString(16)}`}): the other side formats it (format: true); is it running, and using the same offset?`,
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(done, delay);
+      function done(): void {
+        wait.signal?.removeEventListener('abort', aborted);
+        resolve();
+      }
+      function aborted(): void {
+        clearTimeout(timer);
+        reject(wait.signal!.reason);
+      }
+      wait.signal?.addEventListener('abort', aborted, { once: true });
+    });
+  }
+}
+
 /** @internal The error a blocking call throws when its timeout passed. */
 export function timedOut(what: string, timeout: number | undefined): ChannelError {
   return new ChannelError('ERR_IVSHMEM_TIMEOUT', `channel: ${what} timed out after ${String(timeout)} ms`);

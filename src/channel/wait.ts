@@ -1,4 +1,5 @@
 import type { Device } from '../device/index.js';
+import { fail } from '../errors.js';
 
 /**
  * How one end of a channel sleeps and wakes the other end. The channel calls `wait` only after
@@ -60,6 +61,7 @@ export interface PollingOptions {
  * one ring's worth per turn; a busy phase longer than any timer always catches the other end.
  */
 export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy {
+  checkKeys('pollingWaitStrategy', options, POLLING_KEYS);
   const maxDelay = options.maxDelay ?? 4;
   const busy = options.busy ?? Math.max(5, maxDelay + 1);
   const strategy: WaitStrategy & { [POLLING]: PollingTimes } = {
@@ -138,9 +140,19 @@ export interface DeviceWaitOptions {
  * ```
  */
 export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOptions): WaitStrategy {
+  checkKeys('deviceWaitStrategy', options, DEVICE_KEYS);
   const { peer } = options;
   const vector = options.vector ?? 0;
   const recheck = options.recheck ?? 1000;
+  if (!Number.isInteger(peer) || peer < 0 || peer > 0xffff) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): peer must be the other end's peer ID 0..65535, got ${String(peer)}`);
+  }
+  if (!Number.isInteger(vector) || vector < 0 || vector > 255) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): vector must be an integer 0..255, got ${String(vector)}`);
+  }
+  if (!(recheck >= 0 && recheck !== Infinity)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): recheck must be a finite number of milliseconds >= 0 (0: never), got ${String(recheck)}`);
+  }
   // One 'interrupt' listener kept while waits keep coming, instead of waitInterrupt(): that
   // starts and stops watching the eventfd on every wait, a cost paid on every wake-up. The
   // listener goes after LINGER ms without waits, so an idle channel does not keep the process
@@ -206,6 +218,20 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
 }
 
 const LINGER = 100;
+
+const DEVICE_KEYS = ['peer', 'vector', 'recheck'];
+const POLLING_KEYS = ['busy', 'maxDelay'];
+
+// An option the strategy does not know was meant for something else (a channel's `spin`, say):
+// ignoring it would leave the caller measuring a setting that never applied.
+function checkKeys(what: string, options: object, known: readonly string[]): void {
+  if (typeof options !== 'object' || options === null) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `${what}(): options must be an object`);
+  for (const key in options) {
+    if (known.includes(key)) continue;
+    const hint = key === 'spin' ? ` ('spin' is a channel option: new ChannelReader(memory, { wait, spin }))` : '';
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `${what}(): unknown option '${key}' (known: ${known.join(', ')})${hint}`);
+  }
+}
 
 /**
  * @internal Abort callbacks per signal, with one 'abort' listener per signal instead of an

@@ -14,7 +14,7 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { RingEnd, timedOut, type BlockingOptions, type ChannelOptions } from './ring.js';
+import { RingEnd, timedOut, type BlockingOptions, type ChannelOptions, type OpenOptions, whenFormatted } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -69,6 +69,18 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     if (Atomics.load(u32, W_WRITER_CLOSED) !== 0) {
       throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the ring was closed by its writer; format it again to reuse it');
     }
+  }
+
+  /**
+   * Attaches once the other side formatted the ring: where `new ChannelWriter()` would fail with
+   * `ERR_IVSHMEM_CHANNEL_CORRUPT` (magic) because this end came first, this waits for the magic
+   * (up to `timeout` ms, default 10 s, then `ERR_IVSHMEM_TIMEOUT`). Other header problems reject
+   * at once. Not for the formatting end: that one uses `format: true`.
+   */
+  static async open<T = Uint8Array>(memory: ArrayBuffer, options: ChannelOptions<T> & OpenOptions = {}): Promise<ChannelWriter<T>> {
+    const { signal, timeout, ...channel } = options;
+    if (!channel.format) await whenFormatted(memory, channel, { signal, timeout });
+    return new ChannelWriter<T>(memory, channel);
   }
 
   /** Formats a ring and attaches to it: `new ChannelWriter(memory, { ...options, format: true })`. */

@@ -130,6 +130,53 @@ if (role === 'shm-sink') {
     if (!echo) report({ count, bytes, ms: performance.now() - first });
     socket.end();
   });
+} else if (role === 'rtc-echo') {
+  // Run-to-completion echo: blocks in receiveSync/sendSync (spin args[3] µs), no event loop.
+  const { connect } = await import('../dist/device/server-peer.js');
+  const device = await connect(args[0], { vectors: 1 });
+  const wait = deviceWaitStrategy(device, { peer: device.peers[0].id, vector: 0 });
+  const spin = Number(args[3]);
+  const reader = new ChannelReader(device.memory, { offset: Number(args[1]), wait, spin });
+  const writer = new ChannelWriter(device.memory, { offset: Number(args[2]), wait, spin });
+  await new Promise((resolve) => process.send({ ready: true }, resolve));
+  while (reader.readySync({ spin })) {
+    writer.sendSync(reader.receiveSync());
+  }
+  writer.close();
+  process.exit(0);
+} else if (role === 'bell-echo') {
+  // Bare Node doorbell: an 'interrupt' listener that rings the other peer back, no channel.
+  const { connect } = await import('../dist/device/server-peer.js');
+  const device = await connect(args[0], { vectors: 1 });
+  const peer = device.peers[0].id;
+  device.on('interrupt', () => device.ring(peer, 0));
+  process.on('message', () => {
+    device.close();
+    process.exit(0);
+  });
+  report({ ready: true });
+} else if (role === 'efd-block-echo') {
+  // Bare eventfd ping-pong, blocking: sleeps in ppoll on fd 3, answers on fd 4; a count of
+  // 1000 or more means stop.
+  const word = new ArrayBuffer(4);
+  await new Promise((resolve) => process.send({ ready: true }, resolve));
+  for (;;) {
+    native.waitWord(word, 0, 0, 3, 0, -1);
+    const n = native.eventfdDrain(3);
+    if (n >= 1000) break;
+    if (n > 0) native.eventfdSignal(4);
+  }
+  process.exit(0);
+} else if (role === 'spin-echo') {
+  // Bare spin ping-pong over shared memory: u32 word 0 is the ping, word 16 the pong.
+  const u32 = new Uint32Array(openFile(args[0]).memory);
+  await new Promise((resolve) => process.send({ ready: true }, resolve));
+  for (;;) {
+    const v = Atomics.load(u32, 0);
+    if (v === 0xffffffff) break;
+    if (u32[16] !== v) Atomics.store(u32, 16, v);
+  }
+  process.exit(0);
 } else if (role === 'efd-echo') {
   // Bare eventfd ping-pong: fd 3 is ours, fd 4 the parent's.
   const watcher = new native.Watcher(3, () => {

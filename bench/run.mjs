@@ -16,7 +16,7 @@ import { native } from '../dist/native.js';
 const SIZES = (process.env.BENCH_SIZES ?? '64,1024,4096,65536').split(',').filter(Boolean).map(Number);
 const DURATION = Number(process.env.BENCH_MS ?? 500); // per throughput run
 const ROUND_TRIPS = Number(process.env.BENCH_ROUND_TRIPS ?? 2000);
-// BENCH_ONLY=shm,unix,tcp,port,copy,doorbell runs a subset (for comparing variants quickly).
+// BENCH_ONLY=shm,unix,tcp,port,copy,copy2p,doorbell,rtc runs a subset (for comparing variants quickly).
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : null;
 const wanted = (name) => !ONLY || ONLY.has(name);
 const CAPACITY = 1 << 20; // ring data area for throughput runs
@@ -37,6 +37,7 @@ const shmFile = (name, size) => {
   });
   return { path, device };
 };
+const median = (list) => [...list].sort((a, b) => a.p50 - b.p50)[list.length >> 1];
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
 const summary = (samples) => {
   const sorted = Float64Array.from(samples).sort();
@@ -286,6 +287,116 @@ async function eventfdPingPong() {
   return result;
 }
 
+// ---- run-to-completion and its baselines: every side blocks, nobody goes through the event loop ----
+function roundTripsSync(once) {
+  const samples = [];
+  const deadline = performance.now() + 1500;
+  for (let i = 0; i < ROUND_TRIPS && performance.now() < deadline; i++) {
+    const t = performance.now();
+    once(i);
+    if (i >= 50) samples.push(performance.now() - t);
+  }
+  return summary(samples);
+}
+
+async function doorbellServer(size) {
+  const { IvshmemServer } = await import('../dist/server/server.js');
+  const { connect } = await import('../dist/device/server-peer.js');
+  const socket = join(tmpdir(), `ivshmem-bench-${tag}-${++servers}.sock`);
+  const server = await IvshmemServer.listen({ socket, size, vectors: 1 });
+  const device = await connect(socket, { vectors: 1 });
+  const close = async () => {
+    device.close();
+    await server.close();
+  };
+  return { socket, device, close };
+}
+
+// The other peer's ID once the server told us about it (its IPC 'ready' may come first).
+async function peerOf(device) {
+  while (device.peers.length === 0) await once(device, 'peer-connected');
+  return device.peers[0].id;
+}
+
+// Channel round trips on the blocking path: receiveSync/sendSync on both sides, over our
+// server's eventfds. spin 0: every message finds the other end asleep in ppoll.
+async function rtcRoundTrip(spin) {
+  const capacity = 1 << 16;
+  const { socket, device, close } = await doorbellServer(2 * ringSize(capacity));
+  try {
+    formatRing(device.memory, { offset: 0, size: ringSize(capacity) });
+    formatRing(device.memory, { offset: ringSize(capacity), size: ringSize(capacity) });
+    const echo = spawnPeer(['rtc-echo', socket, '0', String(ringSize(capacity)), String(spin)]);
+    await next(echo);
+    const wait = deviceWaitStrategy(device, { peer: await peerOf(device), vector: 0 });
+    const writer = new ChannelWriter(device.memory, { offset: 0, size: ringSize(capacity), wait, spin });
+    const reader = new ChannelReader(device.memory, { offset: ringSize(capacity), size: ringSize(capacity), wait, spin });
+    const msg = payload(64);
+    const options = { spin, timeout: 10_000 };
+    const result = roundTripsSync(() => {
+      writer.sendSync(msg);
+      reader.receiveSync(options);
+    });
+    writer.close();
+    await once(echo, 'exit');
+    return result;
+  } finally {
+    await close();
+  }
+}
+
+// Bare Node doorbell: ring() and an 'interrupt' listener on both sides, no channel.
+async function bellPingPong() {
+  const { socket, device, close } = await doorbellServer(4096);
+  try {
+    const echo = spawnPeer(['bell-echo', socket]);
+    await next(echo);
+    const peer = await peerOf(device);
+    let done = null;
+    device.on('interrupt', () => done());
+    const result = await roundTrips(() => new Promise((resolve) => ((done = resolve), device.ring(peer, 0))));
+    echo.send('stop');
+    await once(echo, 'exit');
+    return result;
+  } finally {
+    await close();
+  }
+}
+
+// Bare eventfd ping-pong with both sides blocking in ppoll: the floor of a sleeping wake-up.
+async function eventfdBlockingPingPong() {
+  const mine = native.eventfdCreate();
+  const theirs = native.eventfdCreate();
+  const echo = spawnPeer(['efd-block-echo'], ['ignore', 'inherit', 'inherit', theirs, mine, 'ipc']);
+  await next(echo);
+  const word = new ArrayBuffer(4);
+  const result = roundTripsSync(() => {
+    native.eventfdSignal(theirs);
+    native.waitWord(word, 0, 0, mine, 0, -1);
+    native.eventfdDrain(mine);
+  });
+  native.eventfdSignal(theirs, 1000);
+  await once(echo, 'exit');
+  native.close(mine);
+  native.close(theirs);
+  return result;
+}
+
+// Bare spin ping-pong over a /dev/shm word: the floor of a round trip that never sleeps.
+async function spinPingPong() {
+  const { path, device } = shmFile(`spin${++servers}`, 4096);
+  const u32 = new Uint32Array(device.memory);
+  const echo = spawnPeer(['spin-echo', path]);
+  await next(echo);
+  const result = roundTripsSync((i) => {
+    Atomics.store(u32, 0, i + 1);
+    while (Atomics.load(u32, 16) !== i + 1);
+  });
+  Atomics.store(u32, 0, 0xffffffff);
+  await once(echo, 'exit');
+  return result;
+}
+
 // ---- run everything ----
 const fmt = (n, digits = 0) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e4 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(digits));
 const rate = (r) => ({ msgs: (r.count / r.ms) * 1000, mbs: r.bytes / r.ms / 1000 });
@@ -301,6 +412,7 @@ try {
     if (wanted('port')) row.port = { ...rate(await portThroughput(size)), ...(await portRoundTrip(size)) };
     if (wanted('copy')) row.copy = copyCeiling(size);
     if (wanted('copy2p')) row.copy2p = rate(await copyCeiling2p(size));
+    if (Object.keys(row).length === 0) continue;
     console.log(`\n${size} B messages`);
     console.log('  transport        msg/s       MB/s    RTT p50 µs  RTT p99 µs');
     for (const [name, r] of Object.entries(row)) {
@@ -327,23 +439,55 @@ try {
     // or in 300): alternate the two, five times, and report the median p50 of each and the
     // median of the five pairwise ratios.
     const PAIRS = Number(process.env.BENCH_DOORBELL_PAIRS ?? 5);
-    const runs = { efd: [], bell: [] };
+    const runs = { efd: [], bell: [], bare: [] };
     for (let i = 0; i < PAIRS; i++) {
       runs.efd.push(await eventfdPingPong());
+      runs.bare.push(await bellPingPong());
       runs.bell.push(await shmRoundTrip(64, { spin: 0 }));
     }
     const ratios = runs.bell.map((r, i) => r.p50 / runs.efd[i].p50).sort((a, b) => a - b);
-    const median = (list) => [...list].sort((a, b) => a.p50 - b.p50)[list.length >> 1];
-    console.log(`  p50 per run: eventfd ${runs.efd.map((r) => r.p50.toFixed(0)).join(' / ')} µs, ring ${runs.bell.map((r) => r.p50.toFixed(0)).join(' / ')} µs`);
+    const bareRatios = runs.bell.map((r, i) => r.p50 / runs.bare[i].p50).sort((a, b) => a - b);
+    console.log(`  p50 per run: eventfd ${runs.efd.map((r) => r.p50.toFixed(0)).join(' / ')} µs, bare doorbell ${runs.bare.map((r) => r.p50.toFixed(0)).join(' / ')} µs, ring ${runs.bell.map((r) => r.p50.toFixed(0)).join(' / ')} µs`);
     console.log(`  ring/eventfd per pair: ${ratios.map((r) => r.toFixed(2)).join(' ')} (median ${ratios[ratios.length >> 1].toFixed(2)}x)`);
+    console.log(`  ring/bare doorbell per pair: ${bareRatios.map((r) => r.toFixed(2)).join(' ')} (median ${bareRatios[bareRatios.length >> 1].toFixed(2)}x)`);
     efd = median(runs.efd);
     bell = median(runs.bell);
+    const bare = median(runs.bare);
     results.doorbellPairRatio = ratios[ratios.length >> 1];
+    results.asyncBarePairRatio = bareRatios[bareRatios.length >> 1];
+    console.log(`  bare Node doorbell          p50 ${bare.p50.toFixed(1)} µs  p99 ${bare.p99.toFixed(1)} µs`);
+    results.bareDoorbell = bare;
     const bellSpin = await shmRoundTrip(64, { spin: 50 });
     console.log(`  bare eventfd ping-pong      p50 ${efd.p50.toFixed(1)} µs  p99 ${efd.p99.toFixed(1)} µs`);
     console.log(`  ring + doorbell, no spin    p50 ${bell.p50.toFixed(1)} µs  p99 ${bell.p99.toFixed(1)} µs`);
     console.log(`  ring + doorbell, 50 µs spin p50 ${bellSpin.p50.toFixed(1)} µs  p99 ${bellSpin.p99.toFixed(1)} µs`);
     results.doorbell = { eventfd: efd, ring: bell, ringSpin: bellSpin };
+  }
+
+  let rtc = null;
+  if (wanted('rtc')) {
+    console.log('\nRun-to-completion round trips (64 B; both sides block in receiveSync/sendSync, over our server)');
+    // Alternating, as above: sleep-path variants next to the blocking eventfd floor, spin-path
+    // variants next to the bare spin floor.
+    const PAIRS = Number(process.env.BENCH_DOORBELL_PAIRS ?? 5);
+    const runs = { efd: [], sleep: [], spinFloor: [], spin: [] };
+    for (let i = 0; i < PAIRS; i++) {
+      runs.efd.push(await eventfdBlockingPingPong());
+      runs.sleep.push(await rtcRoundTrip(0));
+      runs.spinFloor.push(await spinPingPong());
+      runs.spin.push(await rtcRoundTrip(50));
+    }
+    const per = (a, b) => runs[a].map((r, i) => r.p50 / runs[b][i].p50).sort((x, y) => x - y);
+    const sleepRatios = per('sleep', 'efd');
+    const spinRatios = per('spin', 'spinFloor');
+    for (const [name, label] of [['efd', 'bare eventfd, blocking  '], ['sleep', 'channel, spin 0 (sleeps)'], ['spinFloor', 'bare spin over shm      '], ['spin', 'channel, spin 50 µs     ']]) {
+      const m = median(runs[name]);
+      console.log(`  ${label} p50 ${m.p50.toFixed(1).padStart(7)} µs  p99 ${m.p99.toFixed(1).padStart(8)} µs   (p50 per run ${runs[name].map((r) => r.p50.toFixed(1)).join(' / ')})`);
+    }
+    console.log(`  sleep/eventfd per pair: ${sleepRatios.map((r) => r.toFixed(2)).join(' ')} (median ${sleepRatios[sleepRatios.length >> 1].toFixed(2)}x)`);
+    console.log(`  spin/bare spin per pair: ${spinRatios.map((r) => r.toFixed(1)).join(' ')} (median ${spinRatios[spinRatios.length >> 1].toFixed(1)}x)`);
+    rtc = { efd: median(runs.efd), sleep: median(runs.sleep), spinFloor: median(runs.spinFloor), spin: median(runs.spin), sleepRatio: sleepRatios[sleepRatios.length >> 1] };
+    results.rtc = rtc;
   }
 
   const r64 = results[64];
@@ -352,6 +496,11 @@ try {
   if (r64?.shm && r64.unix) console.log(`  64 B msg/s vs Unix socket:        ${(r64.shm.msgs / r64.unix.msgs).toFixed(1)}x (target >= 20x)`);
   if (r4k?.shm && r4k.copy) console.log(`  4 KiB MB/s vs copy ceiling:        ${((100 * r4k.shm.mbs) / r4k.copy.mbs).toFixed(0)}% (target >= 80%)`);
   if (bell) console.log(`  doorbell RTT vs eventfd ping-pong: ${(bell.p50 / efd.p50).toFixed(2)}x of the median p50s, ${results.doorbellPairRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
+  if (results.bareDoorbell) console.log(`  async channel RTT vs bare doorbell: ${(bell.p50 / results.bareDoorbell.p50).toFixed(2)}x of the median p50s, ${results.asyncBarePairRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
+  if (rtc) {
+    console.log(`  run-to-completion RTT with spin:    p50 ${rtc.spin.p50.toFixed(1)} µs (target <= 3 µs)`);
+    console.log(`  doorbell RTT (blocking) vs eventfd: ${(rtc.sleep.p50 / rtc.efd.p50).toFixed(2)}x of the median p50s, ${rtc.sleepRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
+  }
   console.log(`\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   if (process.env.BENCH_JSON) console.log(JSON.stringify(results));
 } finally {

@@ -20,7 +20,7 @@ export type IvshmemLibraryCode =
   | 'ERR_IVSHMEM_NO_INTERRUPTS'
   /** The ivshmem-server (or one of its clients) broke the protocol. */
   | 'ERR_IVSHMEM_PROTOCOL'
-  /** The other side of the protocol did not answer in time. */
+  /** Something awaited did not come in time: a protocol answer, a blocking channel call's record or space, a ring's formatting. */
   | 'ERR_IVSHMEM_TIMEOUT'
   /** Another server already listens on the socket path. */
   | 'ERR_IVSHMEM_ADDRESS_IN_USE'

@@ -78,4 +78,5 @@ export {
   type IncomingChannel,
   type PeerDownReason,
   type RegionFormat,
+  type RegionPlacement,
 } from './bus/index.js';

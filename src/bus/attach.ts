@@ -5,12 +5,12 @@ import { fail } from '../errors.js';
 import { checkCapacity } from './allocator.js';
 import { Bus } from './bus.js';
 import { NAME_MAX, PERIOD_MAX, PERIOD_MIN } from './layout.js';
-import { openRegion, ringArea, type RegionFormat } from './region.js';
+import { openRegion, ringArea, type RegionFormat, type RegionPlacement } from './region.js';
 import { claimSlot, nameBytes, publishSlot } from './slots.js';
 import type { BusPeer } from './types.js';
 
 /** Options of {@link attach}. */
-export interface AttachOptions extends RegionFormat {
+export interface AttachOptions extends RegionFormat, RegionPlacement {
   /** This peer's name, as others see it (1..64 bytes of UTF-8). */
   name: string;
   /**
@@ -18,6 +18,9 @@ export interface AttachOptions extends RegionFormat {
    * a peer silent for three of its periods is down, so stalls of up to 2.5 periods are survived,
    * and a dead peer is noticed within 3 periods + 2 scans (a scan every quarter of the observer's
    * period) after its last beat.
+   * Each peer beats from its event loop: under TCG emulation (no KVM) every JavaScript step
+   * costs ~15× more and stalls of seconds happen, so use 5000 or more there. A thread blocked
+   * in `receiveSync` beats nothing: keep the bus in another thread.
    */
   heartbeat?: number;
   /**
@@ -65,7 +68,7 @@ export async function attach(device: Device, options: AttachOptions): Promise<Bu
   if (device.closed) fail('ERR_IVSHMEM_CLOSED', 'attach(): the device is closed');
 
   const memory = device.memory;
-  const geometry = await openRegion(memory, options, { timeout: options.formatTimeout, signal: options.signal });
+  const geometry = await openRegion(memory, options, { timeout: options.formatTimeout, signal: options.signal, offset: options.offset, size: options.size });
   const [areaStart, areaEnd] = ringArea(geometry, 0);
   const quarter = (areaEnd - areaStart) / 4 - RING_HEADER_SIZE;
   const capacity = options.channelCapacity ?? Math.max(RING_MIN_CAPACITY, Math.min(65536, 2 ** Math.floor(Math.log2(quarter))));

@@ -7,7 +7,7 @@
 export { attach, type AttachOptions } from './attach.js';
 export { Bus } from './bus.js';
 export type { BusEvents, BusPeer, IncomingChannel, PeerDownReason } from './types.js';
-export type { Geometry, RegionFormat } from './region.js';
+export type { Geometry, RegionFormat, RegionPlacement } from './region.js';
 export { formatRegion, inspectRegion, type ChannelSnapshot, type PeerSnapshot, type RegionSnapshot } from './inspect.js';
 export type { RingSnapshot } from '../channel/index.js';
 // The region's wire format: every constant of layout.ts is public (SPEC.md, "Region").

@@ -27,6 +27,8 @@ export interface RegionFormat {
 
 /** The region's geometry, copied once from the superblock and validated. */
 export interface Geometry {
+  /** Byte offset of the region in the shared memory (attach's `offset`); every offset below includes it. */
+  base: number;
   regionSize: number;
   profile: 'pairwise' | 'shared';
   maxPeers: number;
@@ -62,7 +64,21 @@ export function ringArea(g: Geometry, i: number): [number, number] {
   return [start, sectionOffset(g, i) + g.sectionSize];
 }
 
-function plan(regionSize: number, format: RegionFormat): Omit<Geometry, 'generation'> {
+/**
+ * Where a region lies in the shared memory: attach's `offset` and `size`, for a bus that shares
+ * a BAR with other data. Every peer passes the same values; the bus never touches bytes
+ * outside [offset, offset + size).
+ */
+export interface RegionPlacement {
+  /** Byte offset of the region, a multiple of 4096 (default 0). */
+  offset?: number;
+  /** Bytes of the region (default: to the end of the shared memory). */
+  size?: number;
+}
+
+// Offsets in the superblock and the directory are relative to the region; Geometry's are
+// absolute (they include `base`), so that nothing else has to add it.
+function plan(regionSize: number, format: RegionFormat): Omit<Geometry, 'generation' | 'base'> {
   const profile = format.profile ?? 'shared';
   if (profile !== 'shared' && profile !== 'pairwise') throw regionError(`profile must be 'shared' or 'pairwise', got ${String(profile)}`, 'ERR_IVSHMEM_INVALID_ARGUMENT');
   const maxPeers = format.maxPeers ?? (profile === 'pairwise' ? 2 : 16);
@@ -94,19 +110,24 @@ function align(n: number, to: number): number {
  * region whose superblock is all zero is formatted; anything else that is not a version 1
  * region is refused, never rewritten.
  */
-export async function openRegion(memory: ArrayBuffer, format: RegionFormat, options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Geometry> {
-  if (memory.byteLength < SUPERBLOCK_SIZE * 2) throw regionError(`the region is ${memory.byteLength} bytes: too small for a bus`, 'ERR_IVSHMEM_SIZE');
-  const regionSize = Math.min(memory.byteLength, REGION_MAX);
-  const sb = new Uint32Array(memory, 0, SUPERBLOCK_SIZE / 4);
+export async function openRegion(
+  memory: ArrayBuffer,
+  format: RegionFormat,
+  options: { timeout?: number; signal?: AbortSignal } & RegionPlacement = {},
+): Promise<Geometry> {
+  const { base, size } = regionPlacement(memory, options);
+  if (size < SUPERBLOCK_SIZE * 2) throw regionError(`the region is ${size} bytes: too small for a bus`, 'ERR_IVSHMEM_SIZE');
+  const regionSize = Math.min(size, REGION_MAX);
+  const sb = new Uint32Array(memory, base, SUPERBLOCK_SIZE / 4);
   const deadline = Date.now() + (options.timeout ?? 5000);
   for (;;) {
     options.signal?.throwIfAborted();
     const magic = Atomics.load(sb, SB.magic / 4);
     const state = Atomics.load(sb, SB.state / 4);
-    if (state === REGION_READY && magic === REGION_MAGIC) return validate(memory, sb, regionSize);
+    if (state === REGION_READY && magic === REGION_MAGIC) return validate(sb, base, regionSize);
     if (magic === 0 && state === 0) {
       const token = randomToken();
-      if (Atomics.compareExchange(sb, SB.state / 4, 0, token) === 0) return formatRegion(memory, sb, regionSize, format);
+      if (Atomics.compareExchange(sb, SB.state / 4, 0, token) === 0) return formatRegion(memory, sb, base, regionSize, format);
       continue;
     }
     if (magic !== 0 && magic !== REGION_MAGIC) {
@@ -114,9 +135,15 @@ export async function openRegion(memory: ArrayBuffer, format: RegionFormat, opti
         `the shared memory holds something other than an ivshmem bus region (magic 0x${magic.toString(16).padStart(8, '0')}): refusing to format over it. Clear it first if it is yours to clear.`,
       );
     }
-    // Another peer is formatting: it takes microseconds, unless it died doing it.
+    // Another peer is formatting: it takes microseconds, unless it died doing it, or the word
+    // that says so is not ours at all (memory used for something else before).
     if (Date.now() > deadline) {
-      throw regionError('the region has been in the middle of formatting for too long: a peer may have died while formatting it. Clear the first 4 KiB of the shared memory and retry.');
+      const where = base === 0 ? 'the first 4 KiB of the shared memory' : `the 4 KiB at offset ${base}`;
+      throw regionError(
+        `no bus region at offset ${base}: the magic word is 0 but the formatting-state word holds 0x${state.toString(16).padStart(8, '0')}, unchanged for ${options.timeout ?? 5000} ms. ` +
+          `Either the memory holds leftovers of something else (a bus is formatted only over zeroed memory: zero ${where}, or pass attach() an offset past what else lives there), ` +
+          `or a peer died while formatting it (then zero ${where} too).`,
+      );
     }
     await new Promise((r) => setTimeout(r, 2));
   }
@@ -129,8 +156,20 @@ function randomToken(): number {
   return t;
 }
 
-function formatRegion(memory: ArrayBuffer, sb: Uint32Array, regionSize: number, format: RegionFormat): Geometry {
-  let g: Omit<Geometry, 'generation'>;
+function regionPlacement(memory: ArrayBuffer, place: RegionPlacement): { base: number; size: number } {
+  const base = place.offset ?? 0;
+  if (!Number.isSafeInteger(base) || base < 0 || base % 4096 !== 0 || base >= memory.byteLength) {
+    throw regionError(`offset must be a multiple of 4096 inside the ${memory.byteLength}-byte shared memory, got ${String(place.offset)}`, 'ERR_IVSHMEM_INVALID_ARGUMENT');
+  }
+  const size = place.size ?? memory.byteLength - base;
+  if (!Number.isSafeInteger(size) || size <= 0 || base + size > memory.byteLength) {
+    throw regionError(`offset ${base} + size ${String(place.size)} does not fit in the ${memory.byteLength}-byte shared memory`, 'ERR_IVSHMEM_INVALID_ARGUMENT');
+  }
+  return { base, size };
+}
+
+function formatRegion(memory: ArrayBuffer, sb: Uint32Array, base: number, regionSize: number, format: RegionFormat): Geometry {
+  let g: Omit<Geometry, 'generation' | 'base'>;
   try {
     g = plan(regionSize, format);
   } catch (error) {
@@ -139,8 +178,8 @@ function formatRegion(memory: ArrayBuffer, sb: Uint32Array, regionSize: number, 
   }
   const generation = randomToken();
   // Peers may have scribbled before the region was formatted: start from clean tables.
-  new Uint8Array(memory, SUPERBLOCK_SIZE, g.sectionsOffset - SUPERBLOCK_SIZE).fill(0);
-  for (let i = 0; i < g.maxPeers; i++) new Uint8Array(memory, g.sectionsOffset + i * g.sectionSize, g.entries * ENTRY_SIZE).fill(0);
+  new Uint8Array(memory, base + SUPERBLOCK_SIZE, g.sectionsOffset - SUPERBLOCK_SIZE).fill(0);
+  for (let i = 0; i < g.maxPeers; i++) new Uint8Array(memory, base + g.sectionsOffset + i * g.sectionSize, g.entries * ENTRY_SIZE).fill(0);
   const w = (field: number, value: number): void => void (sb[field / 4] = value >>> 0);
   w(SB.version, REGION_VERSION_MAJOR | (REGION_VERSION_MINOR << 16));
   w(SB.superblockSize, SUPERBLOCK_SIZE);
@@ -158,10 +197,10 @@ function formatRegion(memory: ArrayBuffer, sb: Uint32Array, regionSize: number, 
   Atomics.store(sb, SB.magic / 4, REGION_MAGIC);
   // Publishes everything above (a seq-cst store).
   Atomics.store(sb, SB.state / 4, REGION_READY);
-  return { ...g, generation };
+  return { ...g, base, tableOffset: base + g.tableOffset, sectionsOffset: base + g.sectionsOffset, generation };
 }
 
-function validate(memory: ArrayBuffer, sb: Uint32Array, regionSize: number): Geometry {
+function validate(sb: Uint32Array, base: number, regionSize: number): Geometry {
   // One copy of the superblock; only the copy is looked at.
   const c = Uint32Array.from(sb.subarray(0, 16));
   const at = (field: number): number => c[field / 4]!;
@@ -193,6 +232,5 @@ function validate(memory: ArrayBuffer, sb: Uint32Array, regionSize: number): Geo
   if (sectionsOffset % 4096 !== 0 || sectionsOffset < tableOffset + maxPeers * SLOT_SIZE) bad(`sections offset ${sectionsOffset}`);
   if (sectionSize % 4096 !== 0 || sectionSize < entries * ENTRY_SIZE + 4096) bad(`section size ${sectionSize}`);
   if (sectionsOffset + maxPeers * sectionSize > regionSize) bad('sections run past the end of the region');
-  void memory;
-  return { regionSize, profile, maxPeers, tableOffset, sectionsOffset, sectionSize, entries, generation: at(SB.generation) };
+  return { base, regionSize, profile, maxPeers, tableOffset: base + tableOffset, sectionsOffset: base + sectionsOffset, sectionSize, entries, generation: at(SB.generation) };
 }

@@ -176,7 +176,8 @@ export function readEntry(memory: ArrayBuffer, g: Geometry, owner: number, e: nu
   const state = Atomics.load(live, ENTRY.state / 4);
   const c = live.slice(0, ENTRY.name / 4);
   const [start, end] = ringArea(g, owner);
-  const ringOffset = c[ENTRY.ringOffset / 4]!;
+  // Stored relative to the region (the same for every peer); used absolute, like Geometry's.
+  const ringOffset = g.base + c[ENTRY.ringOffset / 4]!;
   const ringSize = c[ENTRY.ringSize / 4]!;
   const nameLength = c[ENTRY.nameLength / 4]!;
   const vector = c[ENTRY.vector / 4]!;
@@ -217,7 +218,7 @@ export function writeEntry(
   w[ENTRY.serial / 4] = fields.serial;
   w[ENTRY.destinationSlot / 4] = fields.destinationSlot;
   w[ENTRY.destinationSession / 4] = fields.destinationSession;
-  w[ENTRY.ringOffset / 4] = fields.ringOffset;
+  w[ENTRY.ringOffset / 4] = fields.ringOffset - g.base;
   w[ENTRY.ringSize / 4] = fields.ringSize;
   w[ENTRY.vector / 4] = fields.vector;
   new Uint8Array(memory, base + ENTRY.name, NAME_MAX).fill(0).set(name);

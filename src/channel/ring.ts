@@ -26,7 +26,18 @@ import {
   W_TAIL_LO,
   W_VERSION,
 } from './layout.js';
-import { forgetAbort, onAbort, pollDelay, POLLING, pollingWaitStrategy, type PollingTimes, type WaitStrategy } from './wait.js';
+import { DIRECT, forgetAbort, onAbort, pollDelay, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
+
+/** A sleep parked on a direct strategy: resolved from the wake callback. */
+interface Parked {
+  ready: () => boolean;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+  signal: AbortSignal | undefined;
+  aborted: ((reason: unknown) => void) | null;
+  /** Holds one announced sleep (an odd wait word) to take back when it ends. */
+  announced: boolean;
+}
 
 // Typed arrays use the host's byte order and the format is little-endian.
 if (endianness() !== 'LE') throw new Error('ivshmem channels need a little-endian host');
@@ -450,7 +461,101 @@ export abstract class RingEnd<T> {
     }
   }
 
-  async #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+  // Sleeps parked on a direct strategy, and the one callback it calls for all of them.
+  readonly #parked = new Set<Parked>();
+  #direct: DirectWake | null | undefined;
+  readonly #onWake = (): void => this.#wakeParked();
+
+  #sleep(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+    this.#direct ??= (this.strategy as { [DIRECT]?: DirectWake })[DIRECT] ?? null;
+    if (this.#direct) return this.#park(ready, signal);
+    return this.#sleepLoop(ready, signal);
+  }
+
+  /**
+   * The sleep of a direct (doorbell) strategy: announce, look once more, then park until the
+   * wake callback finds the ring ready. One promise per wait and nothing else: no closures, no
+   * timers, no abort registration unless the caller passed a signal.
+   */
+  #park(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const stop = this.#stop.signal;
+      if (stop.aborted) return reject(stop.reason);
+      if (signal?.aborted) return reject(signal.reason);
+      this.#announce();
+      try {
+        this.checkLive();
+        if (this.#strictly(ready)) {
+          this.#unannounce();
+          return resolve();
+        }
+      } catch (error) {
+        this.#unannounce();
+        return reject(error);
+      }
+      const parked: Parked = { ready, resolve, reject, signal, aborted: null, announced: true };
+      if (this.#parked.size === 0) {
+        this.#direct!.park(this.#onWake);
+        if (!this.#stopListened) {
+          this.#stopListened = true;
+          stop.addEventListener('abort', () => this.#abortParked(null, stop.reason), { once: true });
+        }
+      }
+      this.#parked.add(parked);
+      if (signal) {
+        parked.aborted = (reason) => this.#abortParked(parked, reason);
+        onAbort(signal, parked.aborted);
+      }
+    });
+  }
+
+  #stopListened = false;
+
+  // Every wake-up (doorbell, device close, re-check tick) ends each parked sleep's announced
+  // sleep and looks; one that is not ready announces a new sleep and looks again before it
+  // stays parked (SPEC "Sleeping": a publish between the two looks rings the new value).
+  #wakeParked(): void {
+    for (const parked of this.#parked) {
+      let ready = false;
+      try {
+        this.#unannounce();
+        parked.announced = false;
+        this.checkLive();
+        ready = this.#strictly(parked.ready);
+        if (!ready) {
+          this.#announce();
+          parked.announced = true;
+          ready = this.#strictly(parked.ready);
+        }
+      } catch (error) {
+        this.#finish(parked);
+        parked.reject(error);
+        continue;
+      }
+      if (ready) {
+        this.#finish(parked);
+        parked.resolve();
+      }
+    }
+  }
+
+  #finish(parked: Parked): void {
+    if (parked.announced) this.#unannounce();
+    parked.announced = false;
+    this.#parked.delete(parked);
+    if (parked.aborted) forgetAbort(parked.signal!, parked.aborted);
+    if (this.#parked.size === 0) this.#direct!.unpark(this.#onWake);
+  }
+
+  #abortParked(only: Parked | null, reason: unknown): void {
+    for (const parked of only ? [only] : [...this.#parked]) {
+      if (!this.#parked.has(parked)) continue;
+      this.#finish(parked);
+      parked.reject(reason);
+    }
+  }
+
+  async #sleepLoop(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
     const stop = this.#stop.signal;
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
     const since = performance.now();

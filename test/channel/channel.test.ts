@@ -375,6 +375,30 @@ describe('waiting, EOF and closing', () => {
     await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
   });
 
+  it('a parked doorbell wait gives its sleep back on abort, and finds a publish nobody rang for by its re-check', async () => {
+    const device = Object.assign(new EventEmitter(), { ring: () => {} });
+    const memory = new ArrayBuffer(ringSize(256));
+    formatRing(memory);
+    const consumerWait = new Uint32Array(memory)[128]!;
+    const reader = new ChannelReader(memory, { wait: deviceWaitStrategy(device as never, { peer: 1, recheck: 5 }), spin: 0 });
+    const controller = new AbortController();
+    const aborted = reader.receive({ signal: controller.signal });
+    await new Promise((r) => setImmediate(r));
+    expect(new Uint32Array(memory)[128]! & 1).toBe(1); // asleep: ring me
+    controller.abort(new Error('stop'));
+    await expect(aborted).rejects.toThrow('stop');
+    expect(new Uint32Array(memory)[128]! & 1).toBe(0);
+    expect(new Uint32Array(memory)[128]).not.toBe(consumerWait);
+    // A writer that publishes without ringing (as a dropped doorbell looks): no interrupt ever
+    // comes, the strategy's re-check finds the record.
+    const silent = new ChannelWriter(memory, { spin: 0 });
+    const woken = reader.receive();
+    await new Promise((r) => setImmediate(r));
+    silent.trySend(bytes(9));
+    expect(await woken).toEqual(bytes(9));
+    expect(new Uint32Array(memory)[128]! & 1).toBe(0);
+  });
+
   it('fails the writer when the reader closed', async () => {
     const { writer, reader } = createChannel(new ArrayBuffer(ringSize(128)), { spin: 0 });
     const m = new Uint8Array(56);

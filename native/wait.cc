@@ -20,6 +20,7 @@ namespace {
 
 constexpr int kWord = 1;      // the word differs from the expected value
 constexpr int kReadable = 2;  // the fd is readable (or hung up: reading it tells)
+constexpr int64_t kPureSpinNs = 10000;
 constexpr int64_t kYieldNs = 2000;
 
 int64_t NowNs() {
@@ -72,11 +73,13 @@ static Napi::Value WaitWord(const Napi::CallbackInfo& info) {
   const int64_t spinEnd = start + static_cast<int64_t>(std::fmin(spinNs, 1e12));
   const int64_t deadline = timeoutNs < 0 ? INT64_MAX : start + static_cast<int64_t>(std::fmin(timeoutNs, 9e18));
   // The clock is read every 64 looks: a look costs a few ns, a vDSO clock read ~20.
-  // The spin yields the CPU every few µs: the peer that will answer was often woken on this
-  // very CPU (the scheduler places a woken thread near its waker), and a spin that never
-  // yields keeps it from running until the spin ends (measured: every round trip then took
-  // twice the spin budget). With nothing else runnable, sched_yield returns at once.
-  int64_t yieldAt = start + kYieldNs;
+  // After kPureSpinNs the spin yields the CPU every kYieldNs: the peer that will answer may
+  // have been woken on this very CPU (the scheduler places a woken thread near its waker), and
+  // a spin that never yields keeps it from running until the spin ends (measured: every round
+  // trip then took twice the spin budget). Not from the start: on a loaded machine a yield
+  // hands the CPU to another process for a whole time slice, and a peer running on another
+  // CPU answers within the pure spin.
+  int64_t yieldAt = start + kPureSpinNs;
   for (unsigned i = 0;; i++) {
     if (Changed(word, expected)) return Napi::Number::New(env, kWord);
     if ((i & 63) == 63) {

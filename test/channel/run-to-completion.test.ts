@@ -24,7 +24,22 @@ interface Side {
   memory: ArrayBuffer;
   /** Forks rtc-peer.mjs on the same memory; resolves once it is ready. */
   spawn(args: string[]): Promise<{ proc: ChildProcess; wait?: WaitStrategy }>;
-  device: { close(): void };
+}
+
+// Both rings formatted; the child told where the memory is and, over a server, its doorbell.
+function side(memory: ArrayBuffer, transport: string, where: string, device?: ServerPeerDevice): Side {
+  formatRing(memory, { offset: 0, size: SIZE });
+  formatRing(memory, { offset: SIZE, size: SIZE });
+  return {
+    memory,
+    async spawn([mode, ...rest]) {
+      const proc = child('rtc-peer.mjs', [mode!, transport, where, String(SIZE), ...rest]);
+      cleanup.push(() => void proc.kill('SIGKILL'));
+      const { id } = await message<{ id: number }>(proc);
+      // recheck 0: a lost wake-up would hang until the timeout, and fail the test.
+      return { proc, wait: device && deviceWaitStrategy(device, { peer: id, vector: 0, recheck: 0 }) };
+    },
+  };
 }
 
 async function fileSide(): Promise<Side> {
@@ -34,41 +49,18 @@ async function fileSide(): Promise<Side> {
     device.close();
     rmSync(path, { force: true });
   });
-  formatRing(device.memory, { offset: 0, size: SIZE });
-  formatRing(device.memory, { offset: SIZE, size: SIZE });
-  return {
-    memory: device.memory,
-    device,
-    async spawn([mode, ...rest]) {
-      const proc = child('rtc-peer.mjs', [mode!, 'file', path, String(SIZE), ...rest]);
-      cleanup.push(() => void proc.kill('SIGKILL'));
-      await message(proc);
-      return { proc };
-    },
-  };
+  return side(device.memory, 'file', path);
 }
 
 async function serverSide(): Promise<Side> {
   const socket = join(tmpdir(), `ivshmem-rtc-${process.pid}-${Math.random().toString(36).slice(2)}.sock`);
   const server = await IvshmemServer.listen({ socket, size: 1 << 16, vectors: 1 });
-  const device: ServerPeerDevice = await connect(socket, { vectors: 1 });
+  const device = await connect(socket, { vectors: 1 });
   cleanup.push(async () => {
     device.close();
     await server.close();
   });
-  formatRing(device.memory, { offset: 0, size: SIZE });
-  formatRing(device.memory, { offset: SIZE, size: SIZE });
-  return {
-    memory: device.memory,
-    device,
-    async spawn([mode, ...rest]) {
-      const proc = child('rtc-peer.mjs', [mode!, 'server', socket, String(SIZE), ...rest]);
-      cleanup.push(() => void proc.kill('SIGKILL'));
-      const { id } = await message<{ id: number }>(proc);
-      // recheck 0: a lost wake-up would hang until the timeout, and fail the test.
-      return { proc, wait: deviceWaitStrategy(device, { peer: id, vector: 0, recheck: 0 }) };
-    },
-  };
+  return side(device.memory, 'server', socket, device);
 }
 
 function fnv(bytes: Uint8Array, start: number, end: number): number {
@@ -149,10 +141,7 @@ describe.each([
 
   it('a writer killed (SIGKILL) mid-stream: every record up to it intact and in order, then a timeout', async () => {
     const side = await makeSide();
-    const { proc } = await side.spawn(['stream', '1000000000']);
-    const wait = side.device instanceof Object && 'peers' in side.device
-      ? deviceWaitStrategy(side.device as ServerPeerDevice, { peer: (side.device as ServerPeerDevice).peers[0]!.id, recheck: 0 })
-      : undefined;
+    const { proc, wait } = await side.spawn(['stream', '1000000000']);
     const reader = new ChannelReader(side.memory, { offset: SIZE, size: SIZE, wait, spin: 0 });
     let seq = 0;
     const check = (msg: Uint8Array): void => {
@@ -181,9 +170,7 @@ describe.each([
   it('a hostile tail while blocked is a typed CORRUPT error, and the channel stays failed', async () => {
     const side = await makeSide();
     // u32 word 32 is the tail: 12 is not a multiple of 8.
-    const { proc } = await side.spawn(['scribble', '32', '12']);
-    const device = side.device as ServerPeerDevice;
-    const wait = 'peers' in device ? deviceWaitStrategy(device, { peer: device.peers[0]!.id, recheck: 0 }) : undefined;
+    const { proc, wait } = await side.spawn(['scribble', '32', '12']);
     const reader = new ChannelReader(side.memory, { offset: SIZE, size: SIZE, wait, spin: 0 });
     const report = message(proc);
     await new Promise<void>((resolve) => proc.send('go', () => resolve()));

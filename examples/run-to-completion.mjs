@@ -26,6 +26,9 @@ if (isMainThread) {
   // Rendezvous: the worker connects after us, so it finds our ID in device.peers, and tells us
   // its own (between VMs the same is done through the shared memory: see docs/performance.md).
   const worker = new Worker(new URL(import.meta.url), { workerData: { socket, spin } });
+  // Listened to from the start: a worker that ends right after its last message may emit
+  // 'exit' in the same turn as that message.
+  const exited = once(worker, 'exit');
   const [{ id: serverId }] = await once(worker, 'message');
 
   const wait = deviceWaitStrategy(device, { peer: serverId });
@@ -47,7 +50,7 @@ if (isMainThread) {
   samples.sort();
   const us = (p) => (samples[Math.min(count - 1, Math.floor((count * p) / 100))] * 1000).toFixed(1);
   console.log(`${count} round trips (${served} served by the worker), spin ${spin} µs: p50 ${us(50)} µs, p99 ${us(99)} µs`);
-  await once(worker, 'exit');
+  await exited;
   device.close();
   await server.close();
 } else {

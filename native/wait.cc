@@ -20,7 +20,7 @@ namespace {
 
 constexpr int kWord = 1;      // the word differs from the expected value
 constexpr int kReadable = 2;  // the fd is readable (or hung up: reading it tells)
-constexpr int64_t kPureSpinNs = 10000;
+constexpr int64_t kPureSpinNs = 2000;
 constexpr int64_t kYieldNs = 2000;
 
 int64_t NowNs() {
@@ -76,9 +76,10 @@ static Napi::Value WaitWord(const Napi::CallbackInfo& info) {
   // After kPureSpinNs the spin yields the CPU every kYieldNs: the peer that will answer may
   // have been woken on this very CPU (the scheduler places a woken thread near its waker), and
   // a spin that never yields keeps it from running until the spin ends (measured: every round
-  // trip then took twice the spin budget). Not from the start: on a loaded machine a yield
-  // hands the CPU to another process for a whole time slice, and a peer running on another
-  // CPU answers within the pure spin.
+  // trip then took twice the spin budget). Not from the start: a peer on another CPU answers
+  // within the pure spin (2.5 µs round trips measured), and on a loaded machine each yield may
+  // hand the CPU to another process. Two ends on one CPU then pass it back and forth by
+  // yields (~14 µs round trips, as a sleep would cost; 31 µs with a 10 µs pure spin).
   int64_t yieldAt = start + kPureSpinNs;
   for (unsigned i = 0;; i++) {
     if (Changed(word, expected)) return Napi::Number::New(env, kWord);

@@ -15,7 +15,11 @@ import { native } from '../dist/native.js';
 
 const SIZES = (process.env.BENCH_SIZES ?? '64,1024,4096,65536').split(',').filter(Boolean).map(Number);
 const DURATION = Number(process.env.BENCH_MS ?? 500); // per throughput run
-const ROUND_TRIPS = Number(process.env.BENCH_ROUND_TRIPS ?? 2000);
+const ROUND_TRIPS = Number(process.env.BENCH_ROUND_TRIPS ?? 2500);
+// Round trips left out before sampling: long enough for the JIT to optimize the channel code
+// (with 50, a good part of the samples ran in baseline code, which weighed on the channel's
+// longer paths more than on the bare baselines).
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
 // BENCH_ONLY=shm,unix,tcp,port,copy,copy2p,doorbell,rtc runs a subset (for comparing variants quickly).
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : null;
 const wanted = (name) => !ONLY || ONLY.has(name);
@@ -47,11 +51,11 @@ const payload = (size) => Buffer.alloc(size, 0x5a);
 
 async function roundTrips(once) {
   const samples = [];
-  const deadline = performance.now() + 1500;
+  const deadline = performance.now() + 2500;
   for (let i = 0; i < ROUND_TRIPS && performance.now() < deadline; i++) {
     const t = performance.now();
     await once();
-    if (i >= 50) samples.push(performance.now() - t); // after warm-up
+    if (i >= WARMUP) samples.push(performance.now() - t); // after warm-up
   }
   return summary(samples);
 }
@@ -290,11 +294,11 @@ async function eventfdPingPong() {
 // ---- run-to-completion and its baselines: every side blocks, nobody goes through the event loop ----
 function roundTripsSync(once) {
   const samples = [];
-  const deadline = performance.now() + 1500;
+  const deadline = performance.now() + 2500;
   for (let i = 0; i < ROUND_TRIPS && performance.now() < deadline; i++) {
     const t = performance.now();
     once(i);
-    if (i >= 50) samples.push(performance.now() - t);
+    if (i >= WARMUP) samples.push(performance.now() - t);
   }
   return summary(samples);
 }

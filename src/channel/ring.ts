@@ -584,9 +584,12 @@ export abstract class RingEnd<T> {
     Atomics.store(this.u32, this.#waitWord, this.#waitSeq);
   }
 
+  // A plain store, not a seq-cst one: only the announce takes part in the store-fence-load
+  // pattern. A peer that still sees the odd value rings once more (a spurious wake-up); a
+  // fenced store here waited for the line the peer had just read, on every wake-up.
   #unannounce(): void {
     if (--this.#sleepers === 0 && this.u32.length !== 0) {
-      Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+      this.u32[this.#waitWord] = this.#waitSeq = (this.#waitSeq + 1) >>> 0;
     }
   }
 

@@ -1,7 +1,8 @@
 /**
  * Typed single-producer/single-consumer channels in shared memory: the ring format of SPEC.md
- * ("Ring"), codecs, waiting strategies, and validation against a hostile peer. Pure TypeScript
- * over any ArrayBuffer; it never touches a backend.
+ * ("Ring"), codecs, waiting strategies, and validation against a hostile peer. TypeScript over
+ * any ArrayBuffer; it never touches a backend (a doorbell is the wait strategy's business), and
+ * the blocking calls use one native primitive (wait for a word or an fd).
  *
  * @module
  */

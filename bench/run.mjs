@@ -2,7 +2,7 @@
 // MessagePort, the copy ceiling, and doorbell wake-ups against a bare eventfd ping-pong, all
 // in one run. Two processes everywhere except the copy ceiling (one) and the MessagePort (two
 // threads). Prints tables and the ratios BENCHMARKS.md tracks. Not a test: nothing is asserted.
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import net from 'node:net';
@@ -41,6 +41,8 @@ const shmFile = (name, size) => {
   });
   return { path, device };
 };
+// A run that hit its time limit early (a round trip of milliseconds) keeps its second half.
+const afterWarmup = (samples) => samples.slice(Math.min(WARMUP, samples.length >> 1));
 const median = (list) => [...list].sort((a, b) => a.p50 - b.p50)[list.length >> 1];
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
 const summary = (samples) => {
@@ -55,9 +57,9 @@ async function roundTrips(once) {
   for (let i = 0; i < ROUND_TRIPS && performance.now() < deadline; i++) {
     const t = performance.now();
     await once();
-    if (i >= WARMUP) samples.push(performance.now() - t); // after warm-up
+    samples.push(performance.now() - t);
   }
-  return summary(samples);
+  return summary(afterWarmup(samples));
 }
 
 // ---- shared memory ring over a /dev/shm file, polling with a 50 µs spin ----
@@ -298,9 +300,9 @@ function roundTripsSync(once) {
   for (let i = 0; i < ROUND_TRIPS && performance.now() < deadline; i++) {
     const t = performance.now();
     once(i);
-    if (i >= WARMUP) samples.push(performance.now() - t);
+    samples.push(performance.now() - t);
   }
-  return summary(samples);
+  return summary(afterWarmup(samples));
 }
 
 async function doorbellServer(size) {
@@ -324,7 +326,9 @@ async function peerOf(device) {
 
 // Channel round trips on the blocking path: receiveSync/sendSync on both sides, over our
 // server's eventfds. spin 0: every message finds the other end asleep in ppoll.
-async function rtcRoundTrip(spin) {
+// pinned: this process on CPU 0, the echo on CPU 1 (taskset), for the spin path's floor: two
+// ends the scheduler puts on one CPU can only hand it to each other.
+async function rtcRoundTrip(spin, pinned = false) {
   const capacity = 1 << 16;
   const { socket, device, close } = await doorbellServer(2 * ringSize(capacity));
   try {
@@ -332,6 +336,10 @@ async function rtcRoundTrip(spin) {
     formatRing(device.memory, { offset: ringSize(capacity), size: ringSize(capacity) });
     const echo = spawnPeer(['rtc-echo', socket, '0', String(ringSize(capacity)), String(spin)]);
     await next(echo);
+    if (pinned) {
+      pin(echo.pid, 1);
+      pin(process.pid, 0);
+    }
     const wait = deviceWaitStrategy(device, { peer: await peerOf(device), vector: 0 });
     const writer = new ChannelWriter(device.memory, { offset: 0, size: ringSize(capacity), wait, spin });
     const reader = new ChannelReader(device.memory, { offset: ringSize(capacity), size: ringSize(capacity), wait, spin });
@@ -345,9 +353,19 @@ async function rtcRoundTrip(spin) {
     await once(echo, 'exit');
     return result;
   } finally {
+    if (pinned) pin(process.pid, `0-${cpus().length - 1}`);
     await close();
   }
 }
+
+const pin = (pid, cpu) => execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
+const canPin = (() => {
+  try {
+    return cpus().length >= 2 && (execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' }), true);
+  } catch {
+    return false;
+  }
+})();
 
 // Bare Node doorbell: ring() and an 'interrupt' listener on both sides, no channel.
 async function bellPingPong() {
@@ -474,23 +492,26 @@ try {
     // Alternating, as above: sleep-path variants next to the blocking eventfd floor, spin-path
     // variants next to the bare spin floor.
     const PAIRS = Number(process.env.BENCH_DOORBELL_PAIRS ?? 5);
-    const runs = { efd: [], sleep: [], spinFloor: [], spin: [] };
+    const runs = { efd: [], sleep: [], spinFloor: [], spin: [], pinned: [] };
     for (let i = 0; i < PAIRS; i++) {
       runs.efd.push(await eventfdBlockingPingPong());
       runs.sleep.push(await rtcRoundTrip(0));
       runs.spinFloor.push(await spinPingPong());
       runs.spin.push(await rtcRoundTrip(50));
+      if (canPin) runs.pinned.push(await rtcRoundTrip(50, true));
     }
     const per = (a, b) => runs[a].map((r, i) => r.p50 / runs[b][i].p50).sort((x, y) => x - y);
     const sleepRatios = per('sleep', 'efd');
     const spinRatios = per('spin', 'spinFloor');
-    for (const [name, label] of [['efd', 'bare eventfd, blocking  '], ['sleep', 'channel, spin 0 (sleeps)'], ['spinFloor', 'bare spin over shm      '], ['spin', 'channel, spin 50 µs     ']]) {
+    const rows = [['efd', 'bare eventfd, blocking  '], ['sleep', 'channel, spin 0 (sleeps)'], ['spinFloor', 'bare spin over shm      '], ['spin', 'channel, spin 50 µs     ']];
+    if (canPin) rows.push(['pinned', 'same, pinned to 2 CPUs  ']);
+    for (const [name, label] of rows) {
       const m = median(runs[name]);
       console.log(`  ${label} p50 ${m.p50.toFixed(1).padStart(7)} µs  p99 ${m.p99.toFixed(1).padStart(8)} µs   (p50 per run ${runs[name].map((r) => r.p50.toFixed(1)).join(' / ')})`);
     }
     console.log(`  sleep/eventfd per pair: ${sleepRatios.map((r) => r.toFixed(2)).join(' ')} (median ${sleepRatios[sleepRatios.length >> 1].toFixed(2)}x)`);
     console.log(`  spin/bare spin per pair: ${spinRatios.map((r) => r.toFixed(1)).join(' ')} (median ${spinRatios[spinRatios.length >> 1].toFixed(1)}x)`);
-    rtc = { efd: median(runs.efd), sleep: median(runs.sleep), spinFloor: median(runs.spinFloor), spin: median(runs.spin), sleepRatio: sleepRatios[sleepRatios.length >> 1] };
+    rtc = { efd: median(runs.efd), sleep: median(runs.sleep), spinFloor: median(runs.spinFloor), spin: median(runs.spin), pinned: canPin ? median(runs.pinned) : null, sleepRatio: sleepRatios[sleepRatios.length >> 1] };
     results.rtc = rtc;
   }
 
@@ -502,7 +523,7 @@ try {
   if (bell) console.log(`  doorbell RTT vs eventfd ping-pong: ${(bell.p50 / efd.p50).toFixed(2)}x of the median p50s, ${results.doorbellPairRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
   if (results.bareDoorbell) console.log(`  async channel RTT vs bare doorbell: ${(bell.p50 / results.bareDoorbell.p50).toFixed(2)}x of the median p50s, ${results.asyncBarePairRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
   if (rtc) {
-    console.log(`  run-to-completion RTT with spin:    p50 ${rtc.spin.p50.toFixed(1)} µs (target <= 3 µs)`);
+    console.log(`  run-to-completion RTT with spin:    p50 ${rtc.spin.p50.toFixed(1)} µs${rtc.pinned ? `, pinned to two CPUs ${rtc.pinned.p50.toFixed(1)} µs` : ''} (target <= 3 µs)`);
     console.log(`  doorbell RTT (blocking) vs eventfd: ${(rtc.sleep.p50 / rtc.efd.p50).toFixed(2)}x of the median p50s, ${rtc.sleepRatio.toFixed(2)}x median per pair (target <= 1.2x)`);
   }
   console.log(`\ndone in ${((performance.now() - started) / 1000).toFixed(1)} s`);

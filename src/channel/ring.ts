@@ -395,6 +395,21 @@ export abstract class RingEnd<T> {
     }, 1);
   }
 
+  /**
+   * @internal For a blocking thread, which runs no timers: sends a doorbell the limit deferred
+   * if a token is there now. Returns -1 when none is pending, or the milliseconds after which
+   * to try again (the blocking loop caps its sleep to it).
+   */
+  protected ringDeferred(): number {
+    if (!this.#deferred) return -1;
+    clearTimeout(this.#deferred);
+    this.#deferred = null;
+    const force = this.#deferredForce;
+    this.#deferredForce = false;
+    this.wake(force);
+    return this.#deferred ? DOORBELL_EVERY_MS : -1;
+  }
+
   /** @internal Moves the channel to the failed state (first error wins) and throws it. */
   protected fail(error: ChannelError): never {
     if (!this.error) {
@@ -581,7 +596,7 @@ export abstract class RingEnd<T> {
   // after a wake-up that was not for it is still rung.
   #announce(): void {
     this.#waitSeq = (this.#waitSeq + (this.#sleepers++ === 0 ? 1 : 2)) >>> 0;
-    Atomics.store(this.u32, this.#waitWord, this.#waitSeq);
+    if (!this.detached) Atomics.store(this.u32, this.#waitWord, this.#waitSeq); // detached: not ours to store
   }
 
   // A plain store, not a seq-cst one: only the announce takes part in the store-fence-load
@@ -589,7 +604,8 @@ export abstract class RingEnd<T> {
   // fenced store here waited for the line the peer had just read, on every wake-up.
   #unannounce(): void {
     if (--this.#sleepers === 0 && this.u32.length !== 0) {
-      this.u32[this.#waitWord] = this.#waitSeq = (this.#waitSeq + 1) >>> 0;
+      this.#waitSeq = (this.#waitSeq + 1) >>> 0;
+      if (!this.detached) this.u32[this.#waitWord] = this.#waitSeq;
     }
   }
 
@@ -618,6 +634,7 @@ export abstract class RingEnd<T> {
     const blocking = this.strategy.blocking;
     // The spin: one native call that returns as soon as the word moves.
     if (spin > 0) {
+      this.ringDeferred();
       const spinMs = Math.min(spin / 1000, deadline - performance.now());
       if (spinMs > 0 && native.waitWord(memory, at, observed, -1, Math.round(spinMs * 1e6), Math.round(spinMs * 1e6)) !== 0) {
         if (ready()) return true;
@@ -629,17 +646,19 @@ export abstract class RingEnd<T> {
       const fd = blocking ? blocking.fd() : -1;
       const left = deadline - performance.now();
       if (left <= 0) return ready();
+      // A doorbell the limit held back must still go out: no timer runs while this blocks.
+      const retry = this.ringDeferred();
       if (fd < 0) {
         // Nothing rings this end: look, sleep a little, look (a polling end keeps no wait word).
         observed = Atomics.load(this.u32, word);
         if (this.#strictly(ready)) return true;
-        native.waitWord(memory, at, observed, -1, 0, Math.round(Math.min(nap, left) * 1e6));
+        native.waitWord(memory, at, observed, -1, 0, Math.round(Math.min(nap, left, retry < 0 ? Infinity : retry) * 1e6));
         nap = Math.min(1, nap * 2);
         if (ready()) return true;
         continue;
       }
       const recheck = blocking!.recheck > 0 ? blocking!.recheck : Infinity;
-      const sleep = Math.min(left, recheck);
+      const sleep = Math.min(left, recheck, retry < 0 ? Infinity : retry);
       this.#announce();
       let woke: number;
       try {

@@ -34,7 +34,7 @@ describe('SPEC 3.3: a slot copy that raced a change of owner is not a peer', () 
   it('never yields a published, up slot whose name belongs to another session', async () => {
     const memory = new SharedArrayBuffer(8192 + 256);
     const stop = new SharedArrayBuffer(4);
-    const geometry: Geometry = { regionSize: memory.byteLength, profile: 'shared', maxPeers: 2, tableOffset: 8192, sectionsOffset: 0, sectionSize: 0, entries: 1, generation: 1 };
+    const geometry: Geometry = { base: 0, regionSize: memory.byteLength, profile: 'shared', maxPeers: 2, tableOffset: 8192, sectionsOffset: 0, sectionSize: 0, entries: 1, generation: 1 };
     const worker = new Worker(REJOIN, { eval: true, workerData: { memory, base: 8192, stop } });
     try {
       let taken = 0;

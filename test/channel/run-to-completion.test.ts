@@ -201,6 +201,34 @@ describe('run-to-completion arguments', () => {
     expect(codeOf(() => writer.sendSync(new Uint8Array(1), { timeout: Number.NaN }))).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
   });
 
+  it('a blocking end rings a doorbell the limit deferred itself (its timer cannot run while it blocks)', () => {
+    const memory = new ArrayBuffer(ringSize(8192));
+    formatRing(memory);
+    const writer = new ChannelWriter(memory, { spin: 0 }); // polls: never rings
+    for (let i = 0; i < 400; i++) writer.trySend(new Uint8Array(8));
+    let rung = 0;
+    const wait: WaitStrategy = { wakes: true, notify: () => rung++, wait: () => Promise.resolve(), blocking: { fd: () => -1, recheck: 0 } };
+    const reader = new ChannelReader(memory, { wait, spin: 0 });
+    const producerWait = new Uint32Array(memory, 0, 160);
+    // A writer that announces a new sleep before every message taken: each release rings it,
+    // until the limit's burst is spent and a doorbell is deferred to a timer.
+    let deferredFor = 0;
+    for (let i = 0; i < 400 && deferredFor === 0; i++) {
+      producerWait[64] = 2 * i + 1;
+      const before = rung;
+      reader.tryReceive();
+      if (rung === before) deferredFor = producerWait[64]!;
+    }
+    expect(deferredFor).not.toBe(0);
+    producerWait[64] = 0; // awake while we take the rest: nothing to ring
+    reader.drain(() => {});
+    producerWait[64] = deferredFor; // asleep again, still waiting for that doorbell
+    const rungBefore = rung;
+    // Empty ring: readySync blocks in this thread, where no timer runs, and rings it itself.
+    expect(codeOf(() => reader.readySync({ timeout: 20, spin: 0 }))).toBe('ERR_IVSHMEM_TIMEOUT');
+    expect(rung).toBe(rungBefore + 1);
+  });
+
   it('sendSync refuses to overtake asynchronous sends that wait for space', async () => {
     const memory = new ArrayBuffer(ringSize(64));
     formatRing(memory);

@@ -62,6 +62,12 @@ double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const cha
   return v;
 }
 
+uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  double v = ArgNonNegativeInteger(info, i, name);
+  if (v > UINT32_MAX) throw Napi::RangeError::New(info.Env(), std::string(name) + " must fit in 32 bits");
+  return static_cast<uint32_t>(v);
+}
+
 std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i) {
   if (i < info.Length() && info[i].IsString()) return info[i].As<Napi::String>().Utf8Value();
   return "";

@@ -15,6 +15,9 @@ namespace ivshmem {
 // Argument checks: a wrong type from JavaScript is a TypeError, never a crash.
 int32_t ArgFd(const Napi::CallbackInfo& info, size_t i, const char* name);
 double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const char* name);
+// Converting a double that does not fit is undefined behaviour: flags, modes and counts go
+// through this range check first.
+uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name);
 std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i);
 
 }  // namespace ivshmem

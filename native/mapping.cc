@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <string>
 
 #include "env_state.h"
 #include "errors.h"
@@ -16,6 +17,10 @@ struct Mapping {
   void* addr;
   size_t length;
   bool mapped;
+  // True while napi_create_external_arraybuffer runs: Node may call the finalizer from inside a
+  // failing call (it does for lengths over buffer.constants.MAX_LENGTH) and then report the
+  // failure; Map() owns the Mapping until the call has succeeded.
+  bool creating;
   std::shared_ptr<EnvState> owner;
 };
 
@@ -24,6 +29,12 @@ static void Release(Mapping* m) {
   ::munmap(m->addr, m->length);
   m->mapped = false;
   m->owner->mappings.erase(m->addr);
+}
+
+static void Finalize(napi_env, void*, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  Release(m);
+  if (!m->creating) delete m;
 }
 
 static Napi::Value Map(const Napi::CallbackInfo& info) {
@@ -40,12 +51,25 @@ static Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) ThrowErrno(env, errno, "mmap", path);
 
-  auto* m = new Mapping{addr, static_cast<size_t>(length), true, SharedState(env)};
+  auto* m = new Mapping{addr, static_cast<size_t>(length), true, true, SharedState(env)};
   m->owner->mappings[addr] = m;
-  return Napi::ArrayBuffer::New(env, addr, m->length, [](Napi::Env, void*, Mapping* hint) {
-    Release(hint);
-    delete hint;
-  }, m);
+  napi_value buffer;
+  napi_status status = napi_create_external_arraybuffer(env, addr, m->length, Finalize, m, &buffer);
+  m->creating = false;
+  if (status != napi_ok) {
+    // Whether or not Node ran the finalizer, the mapping is released exactly once, here.
+    Release(m);
+    delete m;
+    // Node may have left its own exception pending (ERR_BUFFER_TOO_LARGE); ours replaces it.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    throw Napi::RangeError::New(env, "mmap: " + std::to_string(static_cast<uint64_t>(length)) +
+                                         " bytes cannot be one ArrayBuffer in this Node.js (see buffer.constants.MAX_LENGTH)");
+  }
+  return Napi::Value(env, buffer);
 }
 
 static Napi::Value Unmap(const Napi::CallbackInfo& info) {

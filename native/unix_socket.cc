@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -57,8 +58,8 @@ static int BindWithMode(int fd, const sockaddr_un& addr, const std::string& path
 static Napi::Value Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgPath(info);
-  int backlog = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 1, "backlog")) : 128;
-  int mode = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 2, "mode")) : -1;
+  int backlog = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(std::min<uint32_t>(ArgU32(info, 1, "backlog"), SOMAXCONN)) : 128;
+  int mode = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(std::min<uint32_t>(ArgU32(info, 2, "mode"), 010000)) : -1;
   if (mode > 07777) throw Napi::TypeError::New(env, "mode must be at most 0o7777");
   sockaddr_un addr = Address(env, path);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

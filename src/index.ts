@@ -39,6 +39,7 @@ export {
   type SealedMemoryPolicy,
 } from './device/index.js';
 export { IvshmemServer, type QueueLimit, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
+export { maxMappingSize } from './mapping.js';
 export {
   createChannel,
   ChannelReader,

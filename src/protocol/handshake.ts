@@ -1,4 +1,5 @@
 import { ivshmemError, type IvshmemError } from '../errors.js';
+import { mapRegion } from '../mapping.js';
 import { native } from '../native.js';
 import { isPeerId, MAX_VECTORS, PROTOCOL_VERSION } from './limits.js';
 import { checkServerMemory, type SealedMemoryPolicy } from './memory-seals.js';
@@ -118,7 +119,7 @@ export class ClientHandshake {
         if (value !== SHM_MESSAGE || fd < 0) this.#violation(`expected the shared-memory fd (-1 with an fd), got ${text}${fd < 0 ? ' without an fd' : ''}`);
         // Seals and size are checked before mapping: memory another peer can shrink is SIGBUS.
         const size = checkServerMemory(fd, this.#path, this.#sealedMemory);
-        this.#memory = native.map(fd, 0, size, true, this.#path);
+        this.#memory = mapRegion(fd, 0, size, true, this.#path);
         native.close(fd);
         this.#stage = 'peers';
         return 'more';

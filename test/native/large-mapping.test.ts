@@ -5,9 +5,9 @@ import { closeSync, existsSync, ftruncateSync, openSync, rmSync } from 'node:fs'
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { maxMappingSize, openFile } from '../../src/index.js';
+import { connect, IvshmemServer, maxMappingSize, openFile } from '../../src/index.js';
 import { native } from '../../src/native.js';
-import { child, shmPath } from '../helpers.js';
+import { child, openFdCount, shmPath } from '../helpers.js';
 
 const GiB = 2 ** 30;
 const cleanup: string[] = [];
@@ -70,6 +70,22 @@ describe('regions beyond what one ArrayBuffer can hold', () => {
   it('an existing file larger than the limit is refused with ERR_IVSHMEM_SIZE, not mapped', () => {
     const path = sparseFile('existing', maxMappingSize + native.pageSize);
     expect(() => openFile(path)).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_SIZE', path }));
+  });
+});
+
+describe('a server handing out more memory than can be mapped', () => {
+  it('connect() rejects with ERR_IVSHMEM_SIZE before mapping and keeps no fd', async () => {
+    const socket = shmPath('sock');
+    cleanup.push(socket);
+    const before = openFdCount();
+    // 8 GiB, as with `ivshmem server -l 8G`: a memfd, so it costs nothing until touched.
+    const server = await IvshmemServer.listen({ socket, size: 8 * GiB });
+    try {
+      await expect(connect(socket)).rejects.toMatchObject({ code: 'ERR_IVSHMEM_SIZE', path: socket });
+    } finally {
+      await server.close();
+    }
+    expect(openFdCount()).toBe(before);
   });
 });
 

@@ -133,3 +133,30 @@ export function withPath(error: unknown, path: string): unknown {
   }
   return error;
 }
+
+/**
+ * What a call whose `signal` was aborted rejects with, as Node's own APIs do: `name`
+ * `'AbortError'`, `code` `'ABORT_ERR'`, and the signal's reason as `cause`.
+ */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR' as const;
+
+  constructor(reason: unknown) {
+    const detail = reason instanceof Error && reason.name !== 'AbortError' ? `: ${reason.message}` : '';
+    super(`The operation was aborted${detail}`, { cause: reason });
+    this.name = 'AbortError';
+  }
+}
+
+/**
+ * The rejection for an abort with `reason`. The library aborts its own waits with its typed
+ * errors (a channel or bus that closed or failed): those pass through unchanged.
+ */
+export function abortError(reason: unknown): unknown {
+  return reason instanceof IvshmemError || reason instanceof AbortError ? reason : new AbortError(reason);
+}
+
+/** `signal.throwIfAborted()`, throwing {@link abortError}`(signal.reason)`. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal.reason);
+}

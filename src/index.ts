@@ -11,7 +11,7 @@
  *
  * @packageDocumentation
  */
-export { IvshmemError, type ErrnoCode, type IvshmemErrorCode, type IvshmemLibraryCode } from './errors.js';
+export { AbortError, IvshmemError, type ErrnoCode, type IvshmemErrorCode, type IvshmemLibraryCode } from './errors.js';
 export {
   connect,
   listDevices,

@@ -1,6 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { endianness } from 'node:os';
-import { fail } from '../errors.js';
+import { fail, throwIfAborted } from '../errors.js';
 import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError, corrupt } from './errors.js';
@@ -25,7 +25,7 @@ import {
   W_TAIL_LO,
   W_VERSION,
 } from './layout.js';
-import { forgetAbort, onAbort, pollDelay, POLLING, pollingWaitStrategy, type PollingTimes, type WaitStrategy } from './wait.js';
+import { forgetAbort, isWaitStrategy, onAbort, pollDelay, POLLING, pollingWaitStrategy, type PollingTimes, type WaitStrategy } from './wait.js';
 
 // Typed arrays use the host's byte order and the format is little-endian.
 if (endianness() !== 'LE') throw new Error('ivshmem channels need a little-endian host');
@@ -160,13 +160,7 @@ export function checkHeader(u32: Uint32Array, capacity: number, size: number): C
   const headerSize = u32[W_HEADER_SIZE]!;
   if (headerSize !== RING_HEADER_SIZE) return corrupt('headerSize', `header size ${headerSize}, expected ${RING_HEADER_SIZE}`);
   const cap = u32[W_CAPACITY]!;
-  if (
-    cap !== capacity ||
-    cap < RING_MIN_CAPACITY ||
-    cap > RING_MAX_CAPACITY ||
-    (cap & (cap - 1)) !== 0 ||
-    RING_HEADER_SIZE + cap > size
-  ) {
+  if (cap !== capacity || !isRingCapacity(cap) || RING_HEADER_SIZE + cap > size) {
     return corrupt('capacity', `capacity ${cap} is not a power of two ${RING_MIN_CAPACITY}..${RING_MAX_CAPACITY} fitting the ${size}-byte ring${cap !== capacity ? ` (it was ${capacity})` : ''}`);
   }
   const flags = u32[W_FLAGS]!;
@@ -221,6 +215,9 @@ export abstract class RingEnd<T> {
     this.codec = options.codec ?? (bytesCodec as unknown as Codec<T>);
     if (typeof this.codec.decode !== 'function' || (typeof this.codec.encode !== 'function' && (typeof this.codec.encodeInto !== 'function' || typeof this.codec.maxSize !== 'function'))) {
       fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'channel: a codec needs decode() and either encode() or maxSize() with encodeInto()');
+    }
+    if (options.wait !== undefined && !isWaitStrategy(options.wait)) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: wait must be a WaitStrategy (deviceWaitStrategy() or pollingWaitStrategy()), got ${typeof options.wait === 'object' ? JSON.stringify(options.wait) : String(options.wait)}`);
     }
     this.strategy = options.wait ?? pollingWaitStrategy();
     const spin = options.spin ?? 20;
@@ -377,7 +374,7 @@ export abstract class RingEnd<T> {
     const polling = (this.strategy as { [POLLING]?: PollingTimes })[POLLING];
     if (polling) return this.#poll(ready, both, since, polling);
     for (let attempt = 0; ; attempt++) {
-      both.throwIfAborted();
+      throwIfAborted(both);
       this.checkLive();
       const announce = this.strategy.wakes && !this.detached; // detached: the wait word is not ours to store
       if (announce) {
@@ -395,6 +392,8 @@ export abstract class RingEnd<T> {
           Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
         }
       }
+      // The wake-up may be the device closing: its memory is gone, say so before looking.
+      this.checkLive();
       if (this.#strictly(ready)) return;
     }
   }
@@ -424,7 +423,7 @@ export abstract class RingEnd<T> {
       const look = (): void => {
         timer = immediate = undefined;
         try {
-          signal.throwIfAborted();
+          throwIfAborted(signal);
           this.checkLive();
           if (ready()) return done();
         } catch (error) {
@@ -438,7 +437,7 @@ export abstract class RingEnd<T> {
         else timer = setTimeout(look, pollDelay(idle, times.busy, times.maxDelay));
       };
       try {
-        signal.throwIfAborted();
+        throwIfAborted(signal);
         this.checkLive();
         if (ready()) return resolve();
       } catch (error) {

@@ -1,4 +1,4 @@
-import { fail, ivshmemError, IvshmemError } from '../errors.js';
+import { abortError, fail, ivshmemError, IvshmemError, throwIfAborted } from '../errors.js';
 import { native } from '../native.js';
 import { checkSealedMemoryPolicy, ClientHandshake, isPeerId, isVectorCount, MAX_VECTORS, MessageSocket, type SealedMemoryPolicy } from '../protocol/index.js';
 import { DeviceBase } from './base.js';
@@ -155,7 +155,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
   if (vectors !== undefined && !isVectorCount(vectors)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
   }
-  signal?.throwIfAborted();
+  throwIfAborted(signal);
   const fd = native.socketConnect(socketPath);
 
   return new Promise<ServerPeerDevice>((resolve, reject) => {
@@ -223,7 +223,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
       () => failSetup(ivshmemError('ERR_IVSHMEM_TIMEOUT', `the server at '${socketPath}' did not finish the setup within ${timeout} ms`, { path: socketPath })),
       timeout,
     );
-    const aborted = (): void => failSetup(signal!.reason);
+    const aborted = (): void => failSetup(abortError(signal!.reason));
     signal?.addEventListener('abort', aborted, { once: true });
     socket.start();
   });

@@ -10,7 +10,7 @@ export interface ConnectOptions {
    * that many of our own eventfds; otherwise 20 ms after the last of them.
    */
   vectors?: number;
-  /** Gives up on a server that does not finish the setup in time (default 10 s). */
+  /** Milliseconds after which a server that has not finished the setup is given up on: an integer 1..2^31-1 (default 10 s). */
   timeout?: number;
   /** Aborts connecting. */
   signal?: AbortSignal;
@@ -137,6 +137,8 @@ export class ServerPeerDevice extends DeviceBase {
 }
 
 const QUIET_MS = 20;
+// The longest delay setTimeout() keeps (a longer one fires at once).
+const MAX_TIMER = 2 ** 31 - 1;
 
 /**
  * Connects to an ivshmem-server as a host-side peer.
@@ -154,6 +156,9 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
   const sealedMemory = checkSealedMemoryPolicy(options.sealedMemory, 'connect()');
   if (vectors !== undefined && !isVectorCount(vectors)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
+  }
+  if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1 || timeout > MAX_TIMER) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): timeout must be an integer number of milliseconds 1..${MAX_TIMER}, got ${String(timeout)}`);
   }
   throwIfAborted(signal);
   const fd = native.socketConnect(socketPath);

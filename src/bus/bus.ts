@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { ChannelError, ChannelWriter, RING_HEADER_SIZE, type ChannelReader, type Codec } from '../channel/index.js';
 import type { Device } from '../device/index.js';
-import { fail, ivshmemError, IvshmemError } from '../errors.js';
+import { abortError, fail, ivshmemError, IvshmemError } from '../errors.js';
 import { checkCapacity, SectionAllocator } from './allocator.js';
 import { Directory } from './directory.js';
 import { NAME_MAX } from './layout.js';
@@ -87,7 +87,7 @@ export class Bus extends EventEmitter<BusEvents> {
       };
       const aborted = (): void => {
         cleanup();
-        reject(signals.reason);
+        reject(abortError(signals.reason));
       };
       const cleanup = (): void => {
         this.off('peer-up', up);

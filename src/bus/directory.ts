@@ -1,7 +1,7 @@
 // The channel directory as seen from the receiving side: other peers' entries addressed to us,
 // offered once each to an accept() waiter or the `channel` event, and the readers we took.
 import { ChannelError, ChannelReader, failedReader, ringEnds, RING_HEADER_SIZE, RING_MIN_CAPACITY, type Codec } from '../channel/index.js';
-import { fail } from '../errors.js';
+import { abortError, fail } from '../errors.js';
 import { ENTRY_STATE } from './layout.js';
 import { readEntry, slotOwner, type EntryCopy } from './slots.js';
 import { samePeer, type BusContext, type BusPeer, type IncomingChannel, type PeerDownReason } from './types.js';
@@ -95,7 +95,7 @@ export class Directory {
     return new Promise((resolve, reject) => {
       const aborted = (): void => {
         this.#waiters.delete(waiter);
-        reject(signal.reason);
+        reject(abortError(signal.reason));
       };
       const waiter: AcceptWaiter = {
         name,

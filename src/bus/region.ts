@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { ivshmemError, type IvshmemError, type IvshmemErrorCode } from '../errors.js';
+import { ivshmemError, throwIfAborted, type IvshmemError, type IvshmemErrorCode } from '../errors.js';
 import {
   ENTRIES_LIMIT,
   ENTRY_SIZE,
@@ -100,7 +100,7 @@ export async function openRegion(memory: ArrayBuffer, format: RegionFormat, opti
   const sb = new Uint32Array(memory, 0, SUPERBLOCK_SIZE / 4);
   const deadline = Date.now() + (options.timeout ?? 5000);
   for (;;) {
-    options.signal?.throwIfAborted();
+    throwIfAborted(options.signal);
     const magic = Atomics.load(sb, SB.magic / 4);
     const state = Atomics.load(sb, SB.state / 4);
     if (state === REGION_READY && magic === REGION_MAGIC) return validate(memory, sb, regionSize);

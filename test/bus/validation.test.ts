@@ -20,3 +20,17 @@ describe('bus.accept()', () => {
     await expect(bus.accept(name as string)).rejects.toMatchObject({ code: 'ERR_IVSHMEM_INVALID_ARGUMENT', message: expect.stringContaining('name') });
   });
 });
+
+describe('bus aborts', () => {
+  it('accept() and waitForPeer() reject with an AbortError with code ABORT_ERR', async () => {
+    const path = shmPath('bus');
+    const dev = openFile(path, { size: 1 << 20, create: true });
+    cleanup.push(() => (dev.close(), rmSync(path, { force: true })));
+    const bus = await attach(dev, { name: 'a', heartbeat: 1000 });
+    cleanup.push(() => bus.close());
+    const controller = new AbortController();
+    const pending = [bus.accept('x', { signal: controller.signal }), bus.waitForPeer('nobody', { signal: controller.signal })];
+    controller.abort();
+    for (const p of pending) await expect(p).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR', cause: controller.signal.reason });
+  });
+});

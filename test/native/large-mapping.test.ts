@@ -1,7 +1,7 @@
 // Regions near and beyond 4 GiB. Sizes come from sparse files under /dev/shm: only the pages
 // touched cost memory. Each risky step runs in a child so a native abort fails the test instead
 // of the runner.
-import { closeSync, existsSync, ftruncateSync, openSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -31,12 +31,8 @@ async function outcome(proc: ChildProcess): Promise<Outcome> {
 function sparseFile(tag: string, size: number): string {
   const path = shmPath(tag);
   cleanup.push(path);
-  const fd = openSync(path, 'w', 0o600);
-  try {
-    ftruncateSync(fd, size);
-  } finally {
-    closeSync(fd);
-  }
+  writeFileSync(path, '', { mode: 0o600 });
+  truncateSync(path, size);
   return path;
 }
 

@@ -35,4 +35,3 @@ export function checkMappable(size: number, what: string): void {
     );
   }
 }
-

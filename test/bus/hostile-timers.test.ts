@@ -5,7 +5,8 @@
 import { rmSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { attach, connect, IvshmemServer, openFile, RING_MAGIC, type Bus, type ChannelReader } from '../../src/index.js';
+import { attach, connect, IvshmemServer, openFile, type Bus, type ChannelReader } from '../../src/index.js';
+import { ENTRY_SIZE, RING_FIELDS, RING_MAGIC, SLOT, SLOT_SIZE } from '../../src/spec/index.js';
 import { child, shmPath } from '../helpers.js';
 
 const cleanup: Array<() => void> = [];
@@ -96,14 +97,14 @@ function ringsOf(bus: Bus, raw: Uint32Array): number[] {
   const g = bus.geometry;
   const section = g.sectionsOffset + bus.self.slot * g.sectionSize;
   const rings: number[] = [];
-  for (let at = section + g.entries * 128; at < section + g.sectionSize; at += 128) {
+  for (let at = section + g.entries * ENTRY_SIZE; at < section + g.sectionSize; at += 128) {
     if (Atomics.load(raw, at / 4) === RING_MAGIC) rings.push(at);
   }
   return rings;
 }
 
-const TAIL_LO = 128 / 4;
-const WRITER_CLOSED = 136 / 4;
+const TAIL_LO = RING_FIELDS.tail / 4;
+const WRITER_CLOSED = RING_FIELDS.writerClosed / 4;
 
 // Errors that escaped to the process while `body` ran, and until `settled()` holds.
 async function escapes(body: () => void | Promise<void>, settled: () => boolean): Promise<unknown[]> {
@@ -172,7 +173,7 @@ describe('hostile memory on every path the bus runs by itself', () => {
       b.open(a.self, 'd');
       // The header's capacity word, before the victim looked: no reader can use the ring.
       const added = ringsOf(b, raw).find((at) => !before.includes(at))!;
-      Atomics.store(raw, added / 4 + 3, 12345);
+      Atomics.store(raw, (added + RING_FIELDS.capacity) / 4, 12345);
     }, () => reader !== null);
     expect(reader).not.toBeNull();
     expect(escaped).toEqual([]);
@@ -184,8 +185,8 @@ describe('hostile memory on every path the bus runs by itself', () => {
     const closed = new Promise<unknown>((resolve) => a.once('close', resolve));
     const g = a.geometry;
     const escaped = await escapes(() => {
-      // The slot's owner word (SLOT.owner): another peer "reclaimed" it.
-      Atomics.store(raw, (g.tableOffset + a.self.slot * 256) / 4, 0);
+      // The slot's owner word: another peer "reclaimed" it.
+      Atomics.store(raw, (g.tableOffset + a.self.slot * SLOT_SIZE + SLOT.owner) / 4, 0);
     }, () => a.closed);
     expect(escaped).toEqual([]);
     expect(await closed).toMatchObject({ code: 'ERR_IVSHMEM_EVICTED' });

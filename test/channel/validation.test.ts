@@ -11,10 +11,8 @@ import {
   IvshmemServer,
   openFile,
   ringSize,
-  RING_HEADER_SIZE,
-  RING_MAX_CAPACITY,
-  RING_MIN_CAPACITY,
 } from '../../src/index.js';
+import { RING_HEADER_SIZE, RING_MAX_CAPACITY, RING_MIN_CAPACITY } from '../../src/spec/index.js';
 import { shmPath } from '../helpers.js';
 
 const cleanup: Array<() => unknown> = [];

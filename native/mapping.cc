@@ -17,10 +17,11 @@ struct Mapping {
   void* addr;
   size_t length;
   bool mapped;
-  // True while napi_create_external_arraybuffer runs: Node may call the finalizer from inside a
-  // failing call (it does for lengths over buffer.constants.MAX_LENGTH) and then report the
-  // failure; Map() owns the Mapping until the call has succeeded.
+  // True while napi_create_external_arraybuffer runs: Node 20 calls the finalizer from inside a
+  // failing call (lengths over buffer.constants.MAX_LENGTH) and then reports the failure, so the
+  // finalizer must not free the Mapping under Map(); `finalized` records that it ran.
   bool creating;
+  bool finalized;
   std::shared_ptr<EnvState> owner;
 };
 
@@ -34,7 +35,8 @@ static void Release(Mapping* m) {
 static void Finalize(napi_env, void*, void* hint) {
   auto* m = static_cast<Mapping*>(hint);
   Release(m);
-  if (!m->creating) delete m;
+  if (m->creating) m->finalized = true;
+  else delete m;
 }
 
 static Napi::Value Map(const Napi::CallbackInfo& info) {
@@ -51,15 +53,17 @@ static Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) ThrowErrno(env, errno, "mmap", path);
 
-  auto* m = new Mapping{addr, static_cast<size_t>(length), true, true, SharedState(env)};
+  auto* m = new Mapping{addr, static_cast<size_t>(length), true, true, false, SharedState(env)};
   m->owner->mappings[addr] = m;
   napi_value buffer;
   napi_status status = napi_create_external_arraybuffer(env, addr, m->length, Finalize, m, &buffer);
-  m->creating = false;
   if (status != napi_ok) {
-    // Whether or not Node ran the finalizer, the mapping is released exactly once, here.
+    // The memory goes now, whatever Node did. The Mapping is freed here if the finalizer already
+    // ran; otherwise by the finalizer, should a Node defer or skip it (then it leaks, on this
+    // failure path only, rather than risk a use after free).
     Release(m);
-    delete m;
+    if (m->finalized) delete m;
+    else m->creating = false;
     // Node may have left its own exception pending (ERR_BUFFER_TOO_LARGE); ours replaces it.
     bool pending = false;
     if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
@@ -69,6 +73,7 @@ static Napi::Value Map(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "mmap: " + std::to_string(static_cast<uint64_t>(length)) +
                                          " bytes cannot be one ArrayBuffer in this Node.js (see buffer.constants.MAX_LENGTH)");
   }
+  m->creating = false;
   return Napi::Value(env, buffer);
 }
 

@@ -269,7 +269,9 @@ struct ivs_bus {
     int error;                    /* IVS_ERR_EVICTED once our slot was taken */
     struct ivs_known *known;      /* max_peers entries */
     struct ivs_bus_channel channels[IVS_BUS_CHANNELS];
-    /* Called for peers coming up (reason 0) and going down (reason: enum ivs_down_reason). */
+    /* Called for peers coming up (reason 0) and going down (reason: enum ivs_down_reason). Set
+     * it (and the rest of the struct to zero) before ivs_bus_join to hear of the peers already
+     * there; join keeps these two fields. */
     void (*on_peer)(void *ctx, const struct ivs_peer *peer, int reason);
     void *on_peer_ctx;
 };
@@ -277,7 +279,8 @@ struct ivs_bus {
 /*
  * Joins the bus on `dev` (formatting the region if it is all zero) as `name` (1..64 bytes),
  * heartbeating every `period_ms` (10..60000). `channel_capacity` 0 picks a default.
- * The bus keeps a pointer to `dev`'s fds; `dev` itself is copied.
+ * The bus keeps a pointer to `dev`'s fds; `dev` itself is copied. Zero `b` first (and set
+ * on_peer if wanted).
  */
 int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *name, uint32_t period_ms,
                  uint32_t channel_capacity, const struct ivs_region_format *fmt);
@@ -286,6 +289,8 @@ int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *na
  * directories that changed. Call at least every period / 4 (ivs_bus_wait does).
  */
 int ivs_bus_tick(struct ivs_bus *b);
+/* Ticks if a quarter period passed since the last scan: cheap enough to call per message. */
+int ivs_bus_poll(struct ivs_bus *b);
 /* Ticks until `timeout_ms` passed, sleeping on the control vector or polling. */
 int ivs_bus_wait(struct ivs_bus *b, int timeout_ms);
 /* The peer that is up with this name, or NULL. */

@@ -251,7 +251,11 @@ static int owned(const struct ivs_bus *b) { return ld_sc(&slot_words(b, b->self.
 
 int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *name, uint32_t period_ms,
                  uint32_t channel_capacity, const struct ivs_region_format *fmt) {
+    void (*on_peer)(void *, const struct ivs_peer *, int) = b->on_peer;
+    void *on_peer_ctx = b->on_peer_ctx;
     memset(b, 0, sizeof *b);
+    b->on_peer = on_peer; /* set before joining, it hears of the peers already there */
+    b->on_peer_ctx = on_peer_ctx;
     size_t name_length = name ? strlen(name) : 0;
     if (!dev || !dev->memory || name_length == 0 || name_length > IVS_NAME_MAX || period_ms < PERIOD_MIN || period_ms > PERIOD_MAX)
         return IVS_ERR_INVALID;
@@ -411,6 +415,12 @@ int ivs_bus_tick(struct ivs_bus *b) {
     if (b->closed) return b->error;
     scan(b, now);
     return IVS_OK;
+}
+
+int ivs_bus_poll(struct ivs_bus *b) {
+    if (b->closed) return b->error ? b->error : IVS_ERR_CLOSED;
+    uint64_t quarter = b->self.period / 4 < 5 ? 5 : b->self.period / 4;
+    return ivs_now_ms() - b->last_scan_ms >= quarter ? ivs_bus_tick(b) : IVS_OK;
 }
 
 int ivs_bus_wait(struct ivs_bus *b, int timeout_ms) {

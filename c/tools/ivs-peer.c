@@ -31,6 +31,9 @@ static void report_error(const char *what, int status, const struct ivs_ring_end
 
 static uint32_t arg_u32(const char *s) { return (uint32_t)strtoul(s, NULL, 0); }
 
+/* How long a channel wait may block before the bus ticks again: a quarter heartbeat. */
+static int slice_ms = 50;
+
 /* ---- ring-produce / ring-consume ------------------------------------------------------------ */
 
 static void *map_ring(struct ivs_file *f, const char *path, uint32_t offset, size_t *size) {
@@ -75,7 +78,7 @@ static int consume_all(struct ivs_consumer *c, const char *channel, struct ivs_b
     int r;
     for (;;) {
         uint32_t length, type;
-        r = ivs_consumer_receive(c, buffer, ivs_max_message(&c->e), &length, &type, bus ? 50 : -1);
+        r = ivs_consumer_receive(c, buffer, ivs_max_message(&c->e), &length, &type, bus ? slice_ms : -1);
         if (r == IVS_ERR_TIMEOUT && bus) {
             if ((r = ivs_bus_tick(bus)) != IVS_OK) break;
             continue;
@@ -89,7 +92,7 @@ static int consume_all(struct ivs_consumer *c, const char *channel, struct ivs_b
         }
         n++;
         bytes += length;
-        if (bus && (n & 255) == 0) ivs_bus_tick(bus);
+        if (bus && (r = ivs_bus_poll(bus)) != IVS_OK) break;
     }
     free(buffer);
     printf("{\"event\":\"received\",\"channel\":\"%s\",\"count\":%u,\"bytes\":%llu,\"end\":\"%s\",\"field\":\"%s\"}\n", channel, n,
@@ -140,10 +143,10 @@ static int send_pattern(struct ivs_bus *b, struct ivs_producer *p, const char *c
     for (uint32_t i = 0; i < count && r == IVS_OK; i++) {
         uint32_t length = pattern_length(i, max);
         pattern_fill(buffer, i, length);
-        while ((r = ivs_producer_send(p, buffer, length, pattern_type(i), 50)) == IVS_ERR_TIMEOUT)
+        while ((r = ivs_producer_send(p, buffer, length, pattern_type(i), slice_ms)) == IVS_ERR_TIMEOUT)
             if ((r = ivs_bus_tick(b)) != IVS_OK) break;
         bytes += length;
-        if ((i & 255) == 0 && r == IVS_OK) r = ivs_bus_tick(b);
+        if (r == IVS_OK) r = ivs_bus_poll(b);
     }
     free(buffer);
     if (r != IVS_OK) return report_error("send", r, &p->e), 1;
@@ -171,15 +174,15 @@ static int echo(struct ivs_bus *b, const struct ivs_peer *peer, const char *in, 
     uint32_t n = 0;
     for (;;) {
         uint32_t length, type;
-        r = ivs_consumer_receive(&c, buffer, ivs_max_message(&c.e), &length, &type, 50);
+        r = ivs_consumer_receive(&c, buffer, ivs_max_message(&c.e), &length, &type, slice_ms);
         if (r == IVS_ERR_TIMEOUT) {
             if ((r = ivs_bus_tick(b)) != IVS_OK) break;
             continue;
         }
         if (r != IVS_OK) break;
-        while ((r = ivs_producer_send(&p, buffer, length, type, 50)) == IVS_ERR_TIMEOUT)
+        while ((r = ivs_producer_send(&p, buffer, length, type, slice_ms)) == IVS_ERR_TIMEOUT)
             if ((r = ivs_bus_tick(b)) != IVS_OK) break;
-        if (r != IVS_OK) break;
+        if (r != IVS_OK || (r = ivs_bus_poll(b)) != IVS_OK) break;
         n++;
     }
     free(buffer);
@@ -204,9 +207,10 @@ static int bus_main(int argc, char **argv) {
         return usage();
     }
     static struct ivs_bus bus;
+    bus.on_peer = on_peer;
+    slice_ms = (int)(arg_u32(argv[2]) / 4 < 5 ? 5 : arg_u32(argv[2]) / 4);
     int r = ivs_bus_join(&bus, dev, argv[1], arg_u32(argv[2]), 0, NULL);
     if (r != IVS_OK) return report_error("join", r, NULL), 1;
-    bus.on_peer = on_peer;
     printf("{\"event\":\"ready\",\"slot\":%u,\"session\":%u,\"deviceId\":%d,\"vectors\":%u}\n", bus.self.slot, bus.self.session,
            bus.self.device_id == IVS_NO_DOORBELL ? -1 : (int)bus.self.device_id, bus.self.vectors);
     fflush(stdout);

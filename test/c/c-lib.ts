@@ -63,21 +63,4 @@ export class CProcess {
   }
 }
 
-// The message pattern of c/tools/pattern.h: message i of at most `max` bytes.
-export function patternLength(i: number, max: number): number {
-  return Number((BigInt(i) * 7919n) % BigInt(max + 1));
-}
-export function patternType(i: number): number {
-  return i % 7;
-}
-export function pattern(i: number, max: number): Uint8Array {
-  const length = patternLength(i, max);
-  const bytes = new Uint8Array(length);
-  for (let k = 0; k < length; k++) bytes[k] = (i * 31 + k * 7 + (k >> 8)) & 0xff;
-  return bytes;
-}
-/** Index of the first message that differs from the pattern, or -1. */
-export function checkPattern(i: number, max: number, bytes: Uint8Array): boolean {
-  const want = pattern(i, max);
-  return want.length === bytes.length && want.every((b, k) => bytes[k] === b);
-}
+export { checkPattern, pattern, patternLength, patternType } from '../fixtures/c-pattern.mjs';

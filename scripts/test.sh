@@ -4,7 +4,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++ libasan8 libubsan1)
+# gcc builds the C library and its sanitizer tests (libasan, libubsan); flock (util-linux)
+# serializes its build between test files.
+# libasan8/libubsan1: the addon's sanitizer build.
+packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++ gcc util-linux libasan8 libubsan1)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -114,7 +114,8 @@ struct ivs_ring_end {
     uint32_t wait_seq;           /* our wait word's value */
     uint32_t rung;               /* the peer's wait word value last rung for */
     int rang_once;
-    uint32_t spin_ns;            /* busy-wait budget before sleeping */
+    uint32_t spin_ns;            /* busy-wait before sleeping, at most (0: never spin) */
+    uint32_t spin_budget;        /* the adaptive part of it */
 };
 
 struct ivs_producer {

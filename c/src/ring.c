@@ -171,9 +171,19 @@ static int wait_until(struct ivs_ring_end *e, int own_wait, ready_fn ready, void
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : start + (uint64_t)timeout_ms * 1000000u;
     int r;
     if ((r = ready(arg)) != 0) return r < 0 ? r : IVS_OK;
-    for (unsigned i = 1;; i++) {
-        if ((r = ready(arg)) != 0) return r < 0 ? r : IVS_OK;
-        if ((i & 63) == 0 && now_ns() - start > e->spin_ns) break;
+    /* The spin adapts as the Node ends' does: one that keeps failing shrinks (down to 1/16), one
+     * that succeeds grows back. A spin that cannot succeed (the peer shares our CPU) only delays
+     * the peer. */
+    if (e->spin_budget > e->spin_ns || e->spin_budget == 0) e->spin_budget = e->spin_ns;
+    for (unsigned i = 1; e->spin_ns > 0; i++) {
+        if ((r = ready(arg)) != 0) {
+            e->spin_budget = e->spin_budget * 2 > e->spin_ns ? e->spin_ns : e->spin_budget * 2;
+            return r < 0 ? r : IVS_OK;
+        }
+        if ((i & 63) == 0 && now_ns() - start > e->spin_budget) {
+            e->spin_budget = e->spin_budget / 2 < e->spin_ns / 16 ? e->spin_ns / 16 : e->spin_budget / 2;
+            break;
+        }
     }
     for (;;) {
         if ((r = check_live(e)) != IVS_OK) return r;

@@ -217,6 +217,7 @@ struct ivs_region_format {
     uint32_t profile;     /* IVS_PROFILE_SHARED (default with 0) or IVS_PROFILE_PAIRWISE */
     uint32_t max_peers;   /* 0: 16 (shared) or 2 (pairwise) */
     uint32_t entries;     /* directory entries per peer; 0: 32 */
+    uint32_t timeout_ms;  /* ivs_bus_join: how long to wait for a peer that is formatting; 0: 5000 */
 };
 
 struct ivs_geometry {

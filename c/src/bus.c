@@ -263,7 +263,7 @@ int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *na
                              (channel_capacity & (channel_capacity - 1))))
         return IVS_ERR_INVALID;
     b->dev = *dev;
-    int r = ivs_region_open(dev->memory, dev->size, fmt, 5000, &b->g);
+    int r = ivs_region_open(dev->memory, dev->size, fmt, fmt && fmt->timeout_ms ? (int)fmt->timeout_ms : 5000, &b->g);
     if (r != IVS_OK) return r;
     if (!channel_capacity) {
         uint64_t quarter = (b->g.section_size - (uint64_t)b->g.entries * ENTRY_SIZE) / 4;

@@ -5,6 +5,8 @@
  * run. Built with AddressSanitizer and UndefinedBehaviorSanitizer over a ring allocated to its
  * exact size, so any access outside it is a finding; every result must be a valid message or a
  * typed error, and payloads handed out must lie inside the data area.
+ * A second fuzz does the same to a bus region: two C peers on an exactly-sized region while
+ * random superblock, slot, directory and ring words are scribbled.
  * Usage: fuzz [STATES_PER_SEED]   (8 seeds)
  */
 #define _GNU_SOURCE
@@ -178,6 +180,103 @@ static void fuzz(uint32_t seed, int states) {
     free(buffer);
 }
 
+/* ---- The region: two peers, scribbled slots, entries and rings ------------------------------ */
+
+static unsigned long bus_ops, bus_errors, bus_messages;
+
+static void bus_status(int r, uint32_t seed, int s) {
+    if (r >= 0) return;
+    bus_errors++;
+    switch (r) {
+    case IVS_ERR_CORRUPT: case IVS_ERR_CLOSED: case IVS_ERR_PEER_GONE: case IVS_ERR_EVICTED: case IVS_ERR_BUS_FULL:
+    case IVS_ERR_INVALID: case IVS_ERR_TOO_LARGE: case IVS_ERR_BUSY: case IVS_ERR_REGION: case IVS_ERR_TIMEOUT:
+        return;
+    default:
+        fprintf(stderr, "unexpected status %s\n", ivs_strerror(r));
+        die("bus: an unexpected error", seed, s);
+    }
+}
+
+static void fuzz_region(uint32_t seed, int states) {
+    state = seed * 7919u;
+    const uint64_t size = 64 * 1024;
+    uint32_t *region = malloc(size); /* exactly the region: ASan flags any byte beyond */
+    memset(region, 0, size);
+    struct ivs_device dev = {.memory = region, .size = size, .id = IVS_NO_DOORBELL};
+    static struct ivs_bus bus[2];
+    static struct ivs_producer out[2][4];
+    static struct ivs_consumer in[2][4];
+    int joined[2] = {0, 0};
+    struct ivs_region_format fmt = {.max_peers = 2, .entries = 4, .timeout_ms = 1};
+    uint8_t buffer[512];
+    for (int s = 0; s < states; s++) {
+        for (int i = 0; i < 2; i++) {
+            if (!joined[i] || bus[i].closed) {
+                if (joined[i]) ivs_bus_leave(&bus[i]);
+                memset(&bus[i], 0, sizeof bus[i]);
+                int r = ivs_bus_join(&bus[i], &dev, i ? "b" : "a", 10, 64 << rint_(3), &fmt);
+                bus_status(r, seed, s);
+                joined[i] = r == IVS_OK;
+                if (!joined[i] && chance(0.5)) memset(region, 0, size); /* start over: a fresh region */
+            }
+        }
+        /* Scribble: the superblock (after join each peer keeps its own copy), a slot word, an
+         * entry word, a word of a ring, or nothing. */
+        switch (rint_(24)) {
+        case 0: region[rint_(16)] = u32(); break;
+        case 1: region[(4096 + rint_(2) * 256 + rint_(26) * 4) / 4] = chance(0.5) ? u32() : rint_(4); break;
+        case 2: {
+            uint32_t sections = region[10], section = region[11];
+            uint64_t at = (uint64_t)sections + rint_(2) * (uint64_t)section + rint_(4) * 128u + rint_(8) * 4u;
+            if (at + 4 <= size) region[at / 4] = chance(0.5) ? u32() : u32() % 70000;
+            break;
+        }
+        case 3: region[rint_((uint32_t)(size / 4))] = u32(); break;
+        default: break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!joined[i] || bus[i].closed) continue;
+            struct ivs_bus *b = &bus[i];
+            int k = (int)rint_(4);
+            int r;
+            bus_ops++;
+            switch (rint_(7)) {
+            case 0: r = ivs_bus_tick(b); break;
+            case 1: r = ivs_bus_open(b, rint_(3), "ch", 0, &out[i][k]); break;
+            case 2: r = ivs_bus_accept(b, "ch", -1, &in[i][k]); break;
+            case 3:
+                r = out[i][k].e.header ? ivs_producer_try_send(&out[i][k], buffer, rint_(300), 0) : IVS_OK;
+                break;
+            case 4: {
+                uint32_t length, type;
+                r = in[i][k].e.header ? ivs_consumer_try_receive(&in[i][k], buffer, sizeof buffer, &length, &type) : IVS_OK;
+                if (r == IVS_OK && in[i][k].e.header) bus_messages++;
+                break;
+            }
+            case 5:
+                if (out[i][k].e.header) ivs_producer_close(&out[i][k]);
+                r = IVS_OK;
+                break;
+            default:
+                if (chance(0.05)) {
+                    ivs_bus_leave(b);
+                    joined[i] = 0;
+                    memset(out[i], 0, sizeof out[i]);
+                    memset(in[i], 0, sizeof in[i]);
+                }
+                r = IVS_OK;
+                break;
+            }
+            bus_status(r, seed, s);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (joined[i]) ivs_bus_leave(&bus[i]);
+    memset(out, 0, sizeof out);
+    memset(in, 0, sizeof in);
+    free(region);
+}
+
 int main(int argc, char **argv) {
     int states = argc > 1 ? atoi(argv[1]) : 125000;
     for (uint32_t seed = 1; seed <= 8; seed++) fuzz(seed, states);
@@ -191,5 +290,9 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!fields[f[i]]) return fprintf(stderr, "fuzz: no '%s' corruption was ever detected\n", ivs_field_name(f[i])), 1;
     if (!outcomes[O_RECEIVED]) return fprintf(stderr, "fuzz: nothing was ever received\n"), 1;
+    for (uint32_t seed = 1; seed <= 8; seed++) fuzz_region(seed, states / 20);
+    printf("c region fuzz: %d region states x 8 seeds; %lu operations, %lu typed errors, %lu messages received\n", states / 20,
+           bus_ops, bus_errors, bus_messages);
+    if (!bus_messages) return fprintf(stderr, "fuzz: no message ever crossed the region\n"), 1;
     return 0;
 }

@@ -33,11 +33,14 @@ const shmFile = (name, size) => {
 function cEnd(args) {
   const proc = spawn(BENCH, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
-  return { proc, next: async () => JSON.parse((await lines.next()).value) };
+  // Listened for from the start: an end may exit before we wait for it.
+  const exited = once(proc, 'exit');
+  return { exited, next: async () => JSON.parse((await lines.next()).value) };
 }
 function nodeEnd(args) {
   const proc = fork(PEER, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  return { proc, next: async () => (await once(proc, 'message'))[0] };
+  const exited = once(proc, 'exit');
+  return { exited, next: async () => (await once(proc, 'message'))[0] };
 }
 
 async function nodeSource(memory, size) {
@@ -56,7 +59,7 @@ async function throughput(source, sink, size) {
   if (source === 'c') await cEnd(['source', path, '0', String(size), String(DURATION)]).next();
   else await nodeSource(memory, size);
   const r = await end.next();
-  await once(end.proc, 'exit');
+  await end.exited;
   return { msgs: (r.count / r.ms) * 1000, mbs: r.bytes / r.ms / 1000 };
 }
 
@@ -87,7 +90,7 @@ async function roundTrip(pinger, echoer, size) {
     samples.sort((a, b) => a - b);
     result = { p50: samples[samples.length >> 1], p99: samples[Math.floor(samples.length * 0.99)] };
   }
-  await once(echo.proc, 'exit');
+  await echo.exited;
   return result;
 }
 

@@ -36,6 +36,13 @@ static int failures, checks;
 static _Alignas(128) unsigned char mem[1 << 20];
 static uint32_t *words(size_t offset) { return (uint32_t *)(mem + offset); }
 
+/* A fresh ring of `capacity` at the start of `mem`, with both ends attached. */
+static void fresh(uint32_t capacity, struct ivs_producer *p, struct ivs_consumer *c) {
+    EQ(ivs_ring_format(mem, 4096, capacity, 0), capacity);
+    EQ(ivs_producer_attach(p, mem, 4096, NULL), IVS_OK);
+    EQ(ivs_consumer_attach(c, mem, 4096, NULL), IVS_OK);
+}
+
 static void test_format_and_check(void) {
     uint32_t capacity;
     int field;
@@ -111,11 +118,9 @@ static void test_roundtrip_wrap(uint64_t position) {
 }
 
 static void test_backpressure_and_close(void) {
-    ivs_ring_format(mem, 4096, 64, 0);
     struct ivs_producer p;
     struct ivs_consumer c;
-    ivs_producer_attach(&p, mem, 4096, NULL);
-    ivs_consumer_attach(&c, mem, 4096, NULL);
+    fresh(64, &p, &c);
     uint8_t buf[64] = {0};
     EQ(ivs_producer_try_send(&p, buf, 57, 0), IVS_ERR_TOO_LARGE);
     EQ(ivs_producer_try_send(&p, buf, 56, 0), IVS_OK); /* the largest payload: capacity - 8 */
@@ -150,11 +155,9 @@ static void test_hostile_producer(void) {
         {"magic", IVS_FIELD_MAGIC},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ivs_ring_format(mem, 4096, 256, 0);
         struct ivs_producer p;
         struct ivs_consumer c;
-        ivs_producer_attach(&p, mem, 4096, NULL);
-        ivs_consumer_attach(&c, mem, 4096, NULL);
+        fresh(256, &p, &c);
         uint8_t buf[256] = {0};
         uint32_t *data = words(640), *h = words(0);
         uint32_t len, type;

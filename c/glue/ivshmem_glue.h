@@ -31,6 +31,7 @@ struct ivs_vfio {
     uint64_t bar0_offset, bar0_size;
     int fds[IVS_VFIO_MAX_VECTORS];
     uint32_t vectors;
+    unsigned long rings;   /* doorbell writes so far */
 };
 
 /*

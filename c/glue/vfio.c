@@ -42,6 +42,7 @@ static uint32_t read_register(struct ivs_vfio *v, unsigned offset) {
 static int vfio_ring(void *ctx, uint32_t peer, uint32_t vector) {
     struct ivs_vfio *v = ctx;
     uint32_t value = peer << 16 | (vector & 0xffff);
+    v->rings++;
     if (v->registers) {
         v->registers[DOORBELL / 4] = value;
         return IVS_OK;

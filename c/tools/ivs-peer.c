@@ -258,7 +258,7 @@ static int bus_main(int argc, char **argv) {
     }
     if (bus.error) report_error("bus", bus.error, NULL);
     ivs_bus_leave(&bus);
-    printf("{\"event\":\"done\",\"status\":%d}\n", status);
+    printf("{\"event\":\"done\",\"status\":%d,\"rings\":%lu}\n", status, vfio.rings);
     fflush(stdout);
     if (file.memory) ivs_file_close(&file);
     if (vfio.memory) ivs_vfio_close(&vfio);

@@ -145,6 +145,10 @@ static int check_live(struct ivs_ring_end *e) {
 }
 
 static int can_ring(const struct ivs_ring_end *e) { return e->bell.ring != NULL; }
+
+/* After the peer went down or we were evicted, the ring's memory may already be another
+ * peer's (its section reused, our slot taken): close() then writes nothing shared. */
+static int may_write(const struct ivs_ring_end *e) { return e->error != IVS_ERR_PEER_GONE && e->error != IVS_ERR_EVICTED; }
 static int can_sleep(const struct ivs_ring_end *e) { return e->bell.ring != NULL && e->bell.fd >= 0; }
 
 /* After a publish: ring the other end if it announced sleep (an odd wait word) since we last
@@ -378,7 +382,7 @@ void ivs_producer_close(struct ivs_producer *p) {
     p->claim = -1;
     if (p->e.error == IVS_OK && p->tail_lo != p->published) publish(p);
     p->e.closed = 1;
-    if (p->e.error == IVS_ERR_PEER_GONE) return; /* nothing of the region is ours to write */
+    if (!may_write(&p->e)) return;
     st_sc(&p->e.header[W_WRITER_CLOSED], 1);
     wake(&p->e, W_CONSUMER_WAIT, 1);
 }
@@ -559,7 +563,7 @@ void ivs_consumer_close(struct ivs_consumer *c) {
     if (c->e.closed || !c->e.header) return;
     c->e.closed = 1;
     c->at = -1;
-    if (c->e.error == IVS_ERR_PEER_GONE) return;
+    if (!may_write(&c->e)) return;
     st_sc(&c->e.header[W_READER_CLOSED], 1);
     wake(&c->e, W_PRODUCER_WAIT, 1);
 }

@@ -400,6 +400,10 @@ static void test_bus(void) {
     sleep_ms(25);
     EQ(ivs_bus_tick(&b), IVS_ERR_EVICTED);
     EQ(ivs_producer_try_send(&ba, &v, 4, 0), IVS_ERR_EVICTED);
+    /* Evicted, bob writes nothing more: closing his reader leaves alice's ring alone. */
+    ivs_consumer_close(&from_a);
+    EQ(from_a.e.header[W_READER_CLOSED], 0);
+    EQ(ivs_producer_try_send(&ab, &v, 4, 0), IVS_ERR_PEER_GONE);
     ivs_bus_leave(&b);
 
     /* A new bob takes the freed slot; he opens a channel, sends, closes and leaves: alice sees

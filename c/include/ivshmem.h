@@ -1,6 +1,6 @@
 /*
- * ivshmem rings and bus regions in C: the shared-memory formats of SPEC.md (Ring 1.0, Region
- * 1.0), interoperable with the Node.js package and anything else that follows SPEC.md.
+ * ivshmem rings and bus regions in C: the shared-memory formats of SPEC.md (Ring 1.1, Region
+ * 1.1), interoperable with the Node.js package and anything else that follows SPEC.md.
  *
  * The library never opens devices: the caller maps the memory and hands in a pointer and size,
  * a function that rings a peer and, optionally, one fd per interrupt vector to sleep on
@@ -116,7 +116,17 @@ struct ivs_ring_end {
     int rang_once;
     uint32_t spin_ns;            /* busy-wait before sleeping, at most (0: never spin) */
     uint32_t spin_budget;        /* the adaptive part of it */
+    int own_wait;                /* word index of our wait word */
+    int detached;                /* the ring's memory may be another's: write nothing shared */
+    /* SPEC 2.7: a token bucket bounds our doorbells; one over the limit is held back, not dropped */
+    uint32_t tokens;
+    uint64_t refilled_ns;
+    int deferred, deferred_force;
+    int eof_stored;              /* consumer: reader-closed stored at end of stream (SPEC 2.8) */
 };
+
+#define IVS_DOORBELL_BURST 64u        /* SPEC 2.7: doorbells a ring end may send at once ... */
+#define IVS_DOORBELL_EVERY_NS 20000u  /* ... then one per 20 µs */
 
 struct ivs_producer {
     struct ivs_ring_end e;
@@ -191,6 +201,19 @@ void ivs_consumer_close(struct ivs_consumer *c);
 
 /* Fails the end locally with `status` (the bus does, when the peer is gone). First error wins. */
 void ivs_ring_abandon(struct ivs_ring_end *e, int status);
+/*
+ * Stops the end from writing anything shared (head, closed word, wait word, doorbells) while it
+ * may still read: the bus does this when the peer went down, since its section may get a new
+ * owner (SPEC 3.5). A detached consumer keeps its head private and polls.
+ */
+void ivs_ring_detach(struct ivs_ring_end *e);
+/*
+ * Sends a doorbell the rate limit held back (SPEC 2.7) if a token is available now. Returns 1
+ * while one is still held back. The blocking calls and ivs_bus_tick do this; an application
+ * that publishes and then goes idle in its own loop calls it until it returns 0 (a held-back
+ * doorbell otherwise waits for the sleeper's own re-check, up to a second).
+ */
+int ivs_ring_doorbells(struct ivs_ring_end *e);
 
 /* ---- Region / bus (SPEC "Region") --------------------------------------------------------- */
 
@@ -256,6 +279,11 @@ struct ivs_known {
     struct ivs_peer peer;
     uint32_t heartbeat, directory_generation;
     uint64_t changed_ms;
+    /* An occupied slot that is not a peer (SPEC 3.5): its (owner, state, heartbeat) and when
+     * they last changed. */
+    int occupied;
+    uint32_t owner, state, occupied_heartbeat;
+    uint64_t occupied_ms;
 };
 
 #define IVS_BUS_CHANNELS 64
@@ -276,11 +304,16 @@ struct ivs_bus {
      * there; join keeps these two fields. */
     void (*on_peer)(void *ctx, const struct ivs_peer *peer, int reason);
     void *on_peer_ctx;
+    /* The longest heartbeat period accepted from a peer, ms (SPEC 3.5 "accepted period" P;
+     * 0: 60000). A slot declaring more is not a peer, and an occupied slot that is not a peer
+     * is freed after 3 × P without a change. Kept by join, like on_peer. */
+    uint32_t max_peer_period;
 };
 
 /*
  * Joins the bus on `dev` (formatting the region if it is all zero) as `name` (1..64 bytes),
- * heartbeating every `period_ms` (10..60000). `channel_capacity` 0 picks a default.
+ * declaring a heartbeat period of `period_ms` (10..60000, and at most max_peer_period): it
+ * beats every period / 2, and others take it for down after 3 periods without a beat. `channel_capacity` 0 picks a default.
  * The bus keeps a pointer to `dev`'s fds; `dev` itself is copied. Zero `b` first (and set
  * on_peer if wanted).
  */
@@ -288,7 +321,8 @@ int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *na
                  uint32_t channel_capacity, const struct ivs_region_format *fmt);
 /*
  * Heartbeats when due, scans the peer table (who came, who left, who went silent) and the
- * directories that changed. Call at least every period / 4 (ivs_bus_wait does).
+ * directories that changed. Call at least every period / 4 (ivs_bus_wait does). Also sends the
+ * doorbells the rate limit held back on the bus's channels.
  */
 int ivs_bus_tick(struct ivs_bus *b);
 /* Ticks if a quarter period passed since the last scan: cheap enough to call per message. */

@@ -89,7 +89,7 @@ static int format_region(void *memory, uint64_t region_size, const struct ivs_re
     memset((unsigned char *)memory + SUPERBLOCK_SIZE, 0, g->sections_offset - SUPERBLOCK_SIZE);
     for (uint32_t i = 0; i < g->max_peers; i++)
         memset((unsigned char *)memory + g->sections_offset + (uint64_t)i * g->section_size, 0, (size_t)g->entries * ENTRY_SIZE);
-    st_relaxed(&sb[SB_VERSION], 1u);
+    st_relaxed(&sb[SB_VERSION], 1u | 1u << 16); /* major 1, minor 1 */
     st_relaxed(&sb[SB_SUPERBLOCK_SIZE], SUPERBLOCK_SIZE);
     st_relaxed(&sb[SB_SIZE_LO], (uint32_t)region_size);
     st_relaxed(&sb[SB_SIZE_HI], (uint32_t)(region_size >> 32));
@@ -161,10 +161,15 @@ static uint32_t *entry_words(const struct ivs_bus *b, uint32_t i, uint32_t e) {
 struct slot_copy {
     uint32_t owner, published, state, device_id, vectors, heartbeat, period, dirgen;
     int problem;
+    int moved;    /* the slot changed hands while it was copied (SPEC 3.3) */
     char name[IVS_NAME_MAX + 1];
 };
 
 /* Copies slot i once and validates the copy. */
+static uint32_t accepted_period(const struct ivs_bus *b) {
+    return b->max_peer_period >= PERIOD_MIN && b->max_peer_period <= PERIOD_MAX ? b->max_peer_period : PERIOD_MAX;
+}
+
 static void read_slot(const struct ivs_bus *b, uint32_t i, struct slot_copy *s) {
     const uint32_t *w = slot_words(b, i);
     s->owner = ld_sc(&w[S_OWNER]);
@@ -177,12 +182,14 @@ static void read_slot(const struct ivs_bus *b, uint32_t i, struct slot_copy *s) 
     s->dirgen = ld_relaxed(&w[S_DIRGEN]);
     uint32_t name_length = ld_relaxed(&w[S_NAME_LENGTH]);
     s->problem = s->state > SLOT_LEAVING || (s->device_id != IVS_NO_DOORBELL && s->device_id > 0xffff) || s->vectors > 256 ||
-                 s->period < PERIOD_MIN || s->period > PERIOD_MAX || name_length > IVS_NAME_MAX;
+                 s->period < PERIOD_MIN || s->period > accepted_period(b) || name_length > IVS_NAME_MAX;
     s->name[0] = 0;
     if (!s->problem) {
         memcpy(s->name, &w[S_NAME], name_length);
         s->name[name_length] = 0;
     }
+    /* The fields above may be a mix of two owners': the copy counts only if nobody came or went. */
+    s->moved = ld_sc(&w[S_OWNER]) != s->owner || ld_sc(&w[S_PUBLISHED]) != s->published;
 }
 
 struct entry_copy {
@@ -253,11 +260,14 @@ int ivs_bus_join(struct ivs_bus *b, const struct ivs_device *dev, const char *na
                  uint32_t channel_capacity, const struct ivs_region_format *fmt) {
     void (*on_peer)(void *, const struct ivs_peer *, int) = b->on_peer;
     void *on_peer_ctx = b->on_peer_ctx;
+    uint32_t max_peer_period = b->max_peer_period;
     memset(b, 0, sizeof *b);
     b->on_peer = on_peer; /* set before joining, it hears of the peers already there */
     b->on_peer_ctx = on_peer_ctx;
+    b->max_peer_period = max_peer_period;
     size_t name_length = name ? strlen(name) : 0;
-    if (!dev || !dev->memory || name_length == 0 || name_length > IVS_NAME_MAX || period_ms < PERIOD_MIN || period_ms > PERIOD_MAX)
+    if (!dev || !dev->memory || name_length == 0 || name_length > IVS_NAME_MAX || period_ms < PERIOD_MIN ||
+        period_ms > accepted_period(b))
         return IVS_ERR_INVALID;
     if (channel_capacity && (channel_capacity < IVS_RING_MIN_CAPACITY || channel_capacity > IVS_RING_MAX_CAPACITY ||
                              (channel_capacity & (channel_capacity - 1))))
@@ -336,6 +346,8 @@ static void peer_down(struct ivs_bus *b, uint32_t slot, int reason, int reclaim)
             const uint32_t *ring = word_at(b->dev.memory, ch->offset);
             if (reason == IVS_DOWN_LEFT && ch->end && ld_sc(&ring[W_WRITER_CLOSED]) != 0) {
                 ch->draining = 1;
+                /* Read-only from now on: the section may get a new owner (SPEC 3.5). */
+                ivs_ring_detach(ch->end);
                 continue;
             }
             if (!ch->end) { /* forgotten by the caller: nothing to tell */
@@ -363,7 +375,8 @@ static void tidy(struct ivs_bus *b) {
 }
 
 static void beat(struct ivs_bus *b, uint64_t now) {
-    if (now - b->last_beat_ms < b->self.period) return;
+    /* Every half period: one late timer of ours is still well inside the 3 periods (SPEC 3.5). */
+    if (now - b->last_beat_ms < b->self.period / 2) return;
     b->last_beat_ms = now;
     if (!owned(b)) {
         /* Declared dead while stalled, or freed by a hostile peer: stop writing to the region. */
@@ -373,6 +386,28 @@ static void beat(struct ivs_bus *b, uint64_t now) {
         return;
     }
     st_sc(&slot_words(b, b->self.slot)[S_HEARTBEAT], ++b->heartbeat);
+}
+
+/* SPEC 3.5 (1.1): an occupied slot that is not a peer (died joining or leaving, garbage) is
+ * freed once its (owner, state, heartbeat) stood still for 3 × P. */
+static void watch_occupied(struct ivs_bus *b, uint32_t i, const struct slot_copy *s, uint64_t now, int stalled) {
+    struct ivs_known *k = &b->known[i];
+    if (s->owner == 0 || s->moved) {
+        k->occupied = 0;
+        return;
+    }
+    if (!k->occupied || stalled || s->owner != k->owner || s->state != k->state || s->heartbeat != k->occupied_heartbeat) {
+        k->occupied = 1;
+        k->owner = s->owner;
+        k->state = s->state;
+        k->occupied_heartbeat = s->heartbeat;
+        k->occupied_ms = now;
+        return;
+    }
+    if (now - k->occupied_ms > 3ull * accepted_period(b)) {
+        cas_sc(&slot_words(b, i)[S_OWNER], s->owner, 0); /* fails harmlessly if it changed meanwhile */
+        k->occupied = 0;
+    }
 }
 
 static void scan(struct ivs_bus *b, uint64_t now) {
@@ -387,9 +422,12 @@ static void scan(struct ivs_bus *b, uint64_t now) {
         struct ivs_known *k = &b->known[i];
         if (k->up && (s.owner != k->peer.session || s.state != SLOT_UP))
             peer_down(b, i, s.owner == k->peer.session || s.owner == 0 ? IVS_DOWN_LEFT : IVS_DOWN_REPLACED, 0);
-        if (s.owner == 0 || s.state != SLOT_UP || s.published != s.owner) continue;
+        if (!k->up && (s.owner == 0 || s.state != SLOT_UP || s.published != s.owner || s.problem || s.moved)) {
+            watch_occupied(b, i, &s, now, stalled);
+            continue;
+        }
+        k->occupied = 0;
         if (!k->up) {
-            if (s.problem) continue;
             k->up = 1;
             k->peer = (struct ivs_peer){.slot = i, .session = s.owner, .device_id = s.device_id, .vectors = s.vectors,
                                         .period = s.period};
@@ -402,7 +440,7 @@ static void scan(struct ivs_bus *b, uint64_t now) {
         if (s.heartbeat != k->heartbeat || stalled) {
             k->heartbeat = s.heartbeat;
             k->changed_ms = now;
-        } else if (now - k->changed_ms > 2ull * k->peer.period) {
+        } else if (now - k->changed_ms > 3ull * k->peer.period) {
             peer_down(b, i, IVS_DOWN_HEARTBEAT, 1);
         }
     }
@@ -414,6 +452,8 @@ int ivs_bus_tick(struct ivs_bus *b) {
     beat(b, now);
     if (b->closed) return b->error;
     scan(b, now);
+    for (int i = 0; i < IVS_BUS_CHANNELS; i++)
+        if (b->channels[i].used && b->channels[i].end) ivs_ring_doorbells(b->channels[i].end);
     return IVS_OK;
 }
 

@@ -71,7 +71,7 @@ int64_t ivs_ring_format(void *ring, size_t size, uint32_t capacity, uint64_t pos
     uint32_t *w = ring;
     st_sc(&w[W_MAGIC], 0);
     for (unsigned i = 1; i < IVS_RING_HEADER_SIZE / 4; i++) st_relaxed(&w[i], 0);
-    st_relaxed(&w[W_VERSION], 1u); /* major 1, minor 0 */
+    st_relaxed(&w[W_VERSION], 1u | 1u << 16); /* major 1, minor 1 */
     st_relaxed(&w[W_HEADER_SIZE], IVS_RING_HEADER_SIZE);
     st_relaxed(&w[W_CAPACITY], capacity);
     st_relaxed(&w[W_TAIL_HI], (uint32_t)(position >> 32));
@@ -132,6 +132,8 @@ static int attach_end(struct ivs_ring_end *e, void *ring, size_t size, const str
     e->bell.fd = -1;
     if (bell) e->bell = *bell;
     e->spin_ns = SPIN_NS;
+    e->tokens = IVS_DOORBELL_BURST;
+    e->own_wait = own_wait;
     /* Our wait word may hold a previous user's value: continue from it, even. */
     e->wait_seq = (ld_relaxed(&e->header[own_wait]) + 1u) & ~1u;
     return IVS_OK;
@@ -148,19 +150,65 @@ static int can_ring(const struct ivs_ring_end *e) { return e->bell.ring != NULL;
 
 /* After the peer went down or we were evicted, the ring's memory may already be another
  * peer's (its section reused, our slot taken): close() then writes nothing shared. */
-static int may_write(const struct ivs_ring_end *e) { return e->error != IVS_ERR_PEER_GONE && e->error != IVS_ERR_EVICTED; }
-static int can_sleep(const struct ivs_ring_end *e) { return e->bell.ring != NULL && e->bell.fd >= 0; }
+static int may_write(const struct ivs_ring_end *e) {
+    return !e->detached && e->error != IVS_ERR_PEER_GONE && e->error != IVS_ERR_EVICTED;
+}
+static int can_sleep(const struct ivs_ring_end *e) { return e->bell.ring != NULL && e->bell.fd >= 0 && !e->detached; }
+
+void ivs_ring_detach(struct ivs_ring_end *e) {
+    e->detached = 1;
+    e->deferred = 0;
+}
+
+/* Takes a doorbell token (SPEC 2.7); the clock is read only when the bucket runs dry. */
+static int take_token(struct ivs_ring_end *e) {
+    if (e->tokens == 0) {
+        uint64_t now = now_ns();
+        uint64_t earned = (now - e->refilled_ns) / IVS_DOORBELL_EVERY_NS;
+        if (earned == 0) return 0;
+        if (earned >= IVS_DOORBELL_BURST) {
+            e->tokens = IVS_DOORBELL_BURST;
+            e->refilled_ns = now;
+        } else {
+            e->tokens = (uint32_t)earned;
+            e->refilled_ns += earned * IVS_DOORBELL_EVERY_NS; /* keep the fraction of a token */
+        }
+    }
+    if (e->tokens-- == IVS_DOORBELL_BURST) e->refilled_ns = now_ns();
+    return 1;
+}
 
 /* After a publish: ring the other end if it announced sleep (an odd wait word) since we last
- * rang it, or always with `force` (SPEC "Publishing and consuming", step 4). */
+ * rang it, or always with `force` (closing), within the rate limit (SPEC 2.5 step 5, 2.7). */
 static void wake(struct ivs_ring_end *e, int peer_wait, int force) {
-    if (!can_ring(e)) return;
+    if (!can_ring(e) || e->detached) return;
     uint32_t seq = ld_sc(&e->header[peer_wait]);
-    if ((seq & 1u) && (force || !e->rang_once || seq != e->rung)) {
-        e->rung = seq;
-        e->rang_once = 1;
-        e->bell.ring(e->bell.ctx);
+    if (!(seq & 1u) || (!force && e->rang_once && seq == e->rung)) return;
+    if (!take_token(e)) {
+        /* Held back, not dropped: looked at again once a token is there. */
+        e->deferred = 1;
+        e->deferred_force |= force;
+        return;
     }
+    e->rung = seq;
+    e->rang_once = 1;
+    e->bell.ring(e->bell.ctx);
+}
+
+static int peer_wait_word(const struct ivs_ring_end *e) {
+    return e->own_wait == W_PRODUCER_WAIT ? W_CONSUMER_WAIT : W_PRODUCER_WAIT;
+}
+
+int ivs_ring_doorbells(struct ivs_ring_end *e) {
+    if (!e->deferred) return 0;
+    if (e->error || e->detached) {
+        e->deferred = 0;
+        return 0;
+    }
+    int force = e->deferred_force;
+    e->deferred = e->deferred_force = 0;
+    wake(e, peer_wait_word(e), force);
+    return e->deferred;
 }
 
 /*
@@ -191,6 +239,7 @@ static int wait_until(struct ivs_ring_end *e, int own_wait, ready_fn ready, void
     }
     for (;;) {
         if ((r = check_live(e)) != IVS_OK) return r;
+        ivs_ring_doorbells(e);
         uint64_t now = now_ns();
         if (now >= deadline) return IVS_ERR_TIMEOUT;
         if (can_sleep(e)) {
@@ -201,6 +250,7 @@ static int wait_until(struct ivs_ring_end *e, int own_wait, ready_fn ready, void
                 uint64_t left_ms = (deadline - now) / 1000000u + 1;
                 struct pollfd pfd = {.fd = e->bell.fd, .events = POLLIN};
                 int ms = left_ms > RECHECK_MS ? RECHECK_MS : (int)left_ms;
+                if (e->deferred) ms = 1; /* a held-back doorbell goes out within 1 ms (SPEC 2.7) */
                 if (poll(&pfd, 1, ms) > 0 && (pfd.revents & POLLIN)) {
                     uint64_t count;
                     ssize_t n = read(e->bell.fd, &count, sizeof count);
@@ -380,7 +430,7 @@ uint32_t ivs_producer_free(struct ivs_producer *p) {
 void ivs_producer_close(struct ivs_producer *p) {
     if (p->e.closed || !p->e.header) return;
     p->claim = -1;
-    if (p->e.error == IVS_OK && p->tail_lo != p->published) publish(p);
+    if (p->e.error == IVS_OK && !p->e.detached && p->tail_lo != p->published) publish(p);
     p->e.closed = 1;
     if (!may_write(&p->e)) return;
     st_sc(&p->e.header[W_WRITER_CLOSED], 1);
@@ -426,7 +476,7 @@ static void advance_head(struct ivs_consumer *c, uint32_t bytes) {
 
 /* Release: stores the head (high word first), then rings the producer if it waits for space. */
 static void consumer_flush(struct ivs_consumer *c) {
-    if (c->head_lo == c->published) return;
+    if (c->head_lo == c->published || c->e.detached) return; /* detached: the head stays private (SPEC 3.5) */
     uint32_t *w = c->e.header;
     if (ld_relaxed(&w[W_HEAD_HI]) != c->head_hi) st_sc(&w[W_HEAD_HI], c->head_hi);
     st_sc(&w[W_HEAD_LO], c->head_lo);
@@ -491,7 +541,14 @@ static int eof(struct ivs_consumer *c) {
     if (ld_sc(&c->e.header[W_WRITER_CLOSED]) == 0) return 0;
     int r = refresh_tail(c);
     if (r != IVS_OK) return r;
-    return c->tail_lo == c->head_lo;
+    if (c->tail_lo != c->head_lo) return 0;
+    /* SPEC 2.8 (1.1): the ring is finished on both sides; the writer's bus may reuse its space. */
+    if (!c->e.eof_stored && may_write(&c->e)) {
+        consumer_flush(c);
+        st_sc(&c->e.header[W_READER_CLOSED], 1);
+    }
+    c->e.eof_stored = 1;
+    return 1;
 }
 
 int ivs_consumer_peek(struct ivs_consumer *c, const void **payload, uint32_t *length, uint32_t *type) {

@@ -164,7 +164,7 @@ void ivs_ring_detach(struct ivs_ring_end *e) {
 static int take_token(struct ivs_ring_end *e) {
     if (e->tokens == 0) {
         uint64_t now = now_ns();
-        uint64_t earned = (now - e->refilled_ns) / IVS_DOORBELL_EVERY_NS;
+        uint64_t earned = now > e->refilled_ns ? (now - e->refilled_ns) / IVS_DOORBELL_EVERY_NS : 0;
         if (earned == 0) return 0;
         if (earned >= IVS_DOORBELL_BURST) {
             e->tokens = IVS_DOORBELL_BURST;

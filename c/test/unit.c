@@ -475,6 +475,194 @@ static void test_hostile_directory(void) {
     ivs_bus_leave(&b);
 }
 
+/* ---- SPEC 1.1 ---------------------------------------------------------------------------- */
+
+/* Formatters write minor version 1 (ring and region). */
+static void test_minor_version(void) {
+    memset(mem, 0, sizeof mem);
+    ivs_ring_format(mem, 4096, 256, 0);
+    EQ(words(0)[W_VERSION], 1u | 1u << 16);
+    memset(mem, 0, sizeof mem);
+    struct ivs_geometry g;
+    EQ(ivs_region_open(mem, sizeof mem, NULL, 0, &g), IVS_OK);
+    EQ(words(0)[2], 1u | 1u << 16);
+}
+
+/* SPEC 2.7: a consumer that makes its wait word a new odd value after every publish draws at
+ * most 64 doorbells plus one per 20 µs; the one held back is sent later, not dropped. */
+static void test_doorbell_limit(void) {
+    ivs_ring_format(mem, 4096, 256, 0);
+    struct ivs_doorbell bell = {.ring = count_ring, .fd = -1};
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    EQ(ivs_producer_attach(&p, mem, 4096, &bell), IVS_OK);
+    EQ(ivs_consumer_attach(&c, mem, 4096, NULL), IVS_OK);
+    uint8_t buf[8] = {0};
+    uint32_t len, type, seq = 1;
+    rings = 0;
+    uint64_t start = ivs_now_ms();
+    for (int i = 0; i < 20000; i++, seq += 2) {
+        words(0)[W_CONSUMER_WAIT] = seq;
+        EQ(ivs_producer_try_send(&p, buf, 8, 0), IVS_OK);
+        EQ(ivs_consumer_try_receive(&c, buf, 8, &len, &type), IVS_OK);
+    }
+    uint64_t elapsed_ms = ivs_now_ms() - start + 1;
+    CHECK(rings >= 64);
+    CHECK((uint64_t)rings <= 64 + elapsed_ms * 50 + 1);
+    /* The last sleep (seq - 2) was held back or rung: either way it is rung in the end. */
+    uint64_t until = ivs_now_ms() + 5000;
+    while (ivs_ring_doorbells(&p.e) && ivs_now_ms() < until) {
+    }
+    EQ(p.e.deferred, 0);
+    EQ(p.e.rung, seq - 2);
+    /* A held-back doorbell whose sleeper woke meanwhile is not sent. */
+    p.e.tokens = 0;
+    p.e.refilled_ns = UINT64_MAX; /* no token for a long while */
+    words(0)[W_CONSUMER_WAIT] = seq;
+    int before = rings;
+    EQ(ivs_producer_try_send(&p, buf, 8, 0), IVS_OK);
+    EQ(rings, before);
+    EQ(p.e.deferred, 1);
+    words(0)[W_CONSUMER_WAIT] = seq + 1; /* awake */
+    p.e.refilled_ns = 0; /* tokens again */
+    EQ(ivs_ring_doorbells(&p.e), 0);
+    EQ(rings, before);
+}
+
+/* SPEC 2.8 (1.1): a consumer at end of stream stores reader-closed, so the writer's side may
+ * reuse the ring; a detached one (its peer is down) writes nothing, not even its head. */
+static void test_reader_closed_at_eof(void) {
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    fresh(256, &p, &c);
+    uint32_t v = 9, len, type;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    ivs_producer_close(&p);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(words(0)[W_READER_CLOSED], 0); /* not yet: the stream has not been seen to end */
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(words(0)[W_READER_CLOSED], 1);
+    EQ(words(0)[W_HEAD_LO], words(0)[W_TAIL_LO]);
+
+    fresh(256, &p, &c);
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    ivs_producer_close(&p);
+    ivs_ring_detach(&c.e);
+    uint32_t head = words(0)[W_HEAD_LO];
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(words(0)[W_HEAD_LO], head);
+    EQ(words(0)[W_READER_CLOSED], 0);
+    ivs_consumer_close(&c);
+    EQ(words(0)[W_READER_CLOSED], 0);
+}
+
+/* SPEC 3.5 (1.1): a peer beats every half period; it is down only after 3 periods without a beat. */
+static void test_liveness_periods(void) {
+    memset(mem, 0, sizeof mem);
+    struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
+    static struct ivs_bus a, b;
+    EQ(ivs_bus_join(&a, &dev, "alice", 20, 0, NULL), IVS_OK);
+    EQ(ivs_bus_join(&b, &dev, "bob", 20, 0, NULL), IVS_OK);
+    ivs_bus_tick(&a);
+    CHECK(ivs_bus_find(&a, "bob") != NULL);
+    uint32_t *beats = &words(b.g.table_offset + b.self.slot * 256u)[4];
+    uint32_t before = *beats;
+    sleep_ms(11);
+    ivs_bus_tick(&b); /* more than half a period after joining */
+    EQ(*beats, before + 1);
+    /* bob falls silent after his last beat: alice must not take him for down within 3 periods of it. */
+    ivs_bus_tick(&a);
+    uint64_t last_beat = ivs_now_ms();
+    uint64_t until = last_beat + 5000;
+    while (ivs_bus_find(&a, "bob") && ivs_now_ms() < until) {
+        ivs_bus_tick(&a);
+        sleep_ms(1);
+    }
+    CHECK(ivs_bus_find(&a, "bob") == NULL);
+    CHECK(ivs_now_ms() - last_beat > 60);
+    ivs_bus_leave(&a);
+    ivs_bus_leave(&b);
+}
+
+/* SPEC 3.5 (1.1): the accepted period P: a slot declaring more is no peer, a join declaring more
+ * is refused; occupied slots that are not peers are freed once nothing changed for 3 × P. */
+static void test_occupied_slots(void) {
+    memset(mem, 0, sizeof mem);
+    struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
+    static struct ivs_bus a, b;
+    a.max_peer_period = 100;
+    EQ(ivs_bus_join(&a, &dev, "alice", 200, 0, NULL), IVS_ERR_INVALID);
+    a.max_peer_period = 100;
+    EQ(ivs_bus_join(&a, &dev, "alice", 20, 0, NULL), IVS_OK);
+    EQ(a.max_peer_period, 100);
+    EQ(ivs_bus_join(&b, &dev, "slow", 1000, 0, NULL), IVS_OK);
+    ivs_bus_tick(&a);
+    CHECK(ivs_bus_find(&a, "slow") == NULL);
+    ivs_bus_leave(&b);
+
+    /* A peer that died while joining: owner set, state joining, never published. */
+    uint32_t *slot = words(a.g.table_offset + 2 * 256u);
+    slot[0] = 0x1234;
+    slot[1] = 1;
+    slot[5] = 20;
+    /* While its heartbeat moves, it is left alone however long that lasts. */
+    for (int i = 0; i < 40; i++) {
+        slot[4]++;
+        ivs_bus_tick(&a);
+        sleep_ms(10);
+    }
+    EQ(slot[0], 0x1234);
+    uint64_t until = ivs_now_ms() + 5000;
+    while (slot[0] != 0 && ivs_now_ms() < until) {
+        ivs_bus_tick(&a);
+        sleep_ms(5);
+    }
+    EQ(slot[0], 0);
+    /* Garbage in a slot (a state beyond leaving) goes the same way. */
+    slot[0] = 0x5678;
+    slot[1] = 77;
+    until = ivs_now_ms() + 5000;
+    while (slot[0] != 0 && ivs_now_ms() < until) {
+        ivs_bus_tick(&a);
+        sleep_ms(5);
+    }
+    EQ(slot[0], 0);
+    ivs_bus_leave(&a);
+}
+
+/* SPEC 3.5: once a peer is down its section may be someone else's: a reader draining its
+ * channel keeps its head private and stores no closed word. */
+static void test_drain_writes_nothing(void) {
+    memset(mem, 0, sizeof mem);
+    struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
+    static struct ivs_bus a, b;
+    EQ(ivs_bus_join(&a, &dev, "alice", 1000, 0, NULL), IVS_OK);
+    EQ(ivs_bus_join(&b, &dev, "bob", 1000, 0, NULL), IVS_OK);
+    ivs_bus_tick(&a);
+    ivs_bus_tick(&b);
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    EQ(ivs_bus_open(&b, a.self.slot, "last", 0, &p), IVS_OK);
+    EQ(ivs_bus_accept(&a, "last", -1, &c), IVS_OK);
+    uint32_t v = 1, len, type;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    ivs_bus_leave(&b);
+    ivs_bus_tick(&a);
+    CHECK(ivs_bus_find(&a, "bob") == NULL);
+    uint32_t *ring = (uint32_t *)c.e.header;
+    uint32_t head = ring[W_HEAD_LO];
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(ring[W_HEAD_LO], head);
+    EQ(ring[W_READER_CLOSED], 0);
+    ivs_consumer_close(&c);
+    EQ(ring[W_READER_CLOSED], 0);
+    ivs_bus_leave(&a);
+}
+
 int main(void) {
     test_format_and_check();
     test_roundtrip_wrap(0);
@@ -487,6 +675,12 @@ int main(void) {
     test_region();
     test_bus();
     test_hostile_directory();
+    test_minor_version();
+    test_doorbell_limit();
+    test_reader_closed_at_eof();
+    test_liveness_periods();
+    test_occupied_slots();
+    test_drain_writes_nothing();
     printf("c unit tests: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -663,6 +663,55 @@ static void test_drain_writes_nothing(void) {
     ivs_bus_leave(&a);
 }
 
+/* SPEC 3.3 (1.1): a slot copied while it changed hands is not taken for a peer. Another process
+ * hands slot 2 from session to session (never the same twice, as random sessions are), odd
+ * sessions named "twotwo", even ones "one"; every peer the observer takes must carry the name
+ * of its session. */
+static int torn, seen;
+static void check_pair(void *ctx, const struct ivs_peer *peer, int reason) {
+    (void)ctx;
+    if (reason != 0 || peer->slot != 2) return;
+    seen++;
+    const char *expected = peer->session & 1 ? "twotwo" : "one";
+    if (strcmp(peer->name, expected) != 0) torn++;
+}
+
+static void test_slot_changing_hands(void) {
+    unsigned char *shared = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(shared != MAP_FAILED);
+    struct ivs_device dev = {.memory = shared, .size = 1 << 20, .id = IVS_NO_DOORBELL};
+    static struct ivs_bus a;
+    a.on_peer = check_pair;
+    EQ(ivs_bus_join(&a, &dev, "alice", 60000, 0, NULL), IVS_OK);
+    uint32_t *slot = (uint32_t *)(shared + a.g.table_offset + 2 * 256u);
+    volatile uint32_t *stop = (volatile uint32_t *)(shared + (1 << 20) - 64);
+    pid_t child = fork();
+    if (child == 0) {
+        for (uint32_t n = 2; !*stop; n++) {
+            uint32_t session = n;
+            const char *name = n & 1 ? "twotwo" : "one";
+            st_sc(&slot[0], session);
+            st_sc(&slot[1], 1);
+            st_relaxed(&slot[5], 1000);
+            memset(&slot[8], 0, 64);
+            memcpy(&slot[8], name, strlen(name));
+            st_relaxed(&slot[7], (uint32_t)strlen(name));
+            st_sc(&slot[1], 2);
+            st_sc(&slot[24], session);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < 300000 && torn == 0; i++) ivs_bus_tick(&a);
+    *stop = 1;
+    int status;
+    waitpid(child, &status, 0);
+    CHECK(seen > 0);
+    EQ(torn, 0);
+    a.on_peer = NULL;
+    ivs_bus_leave(&a);
+    munmap(shared, 1 << 20);
+}
+
 int main(void) {
     test_format_and_check();
     test_roundtrip_wrap(0);
@@ -681,6 +730,7 @@ int main(void) {
     test_liveness_periods();
     test_occupied_slots();
     test_drain_writes_nothing();
+    test_slot_changing_hands();
     printf("c unit tests: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -149,6 +149,23 @@ describe('a bus with C and Node peers', () => {
     expect(await down).toEqual(['cpeer', 'left']);
   }, 60_000);
 
+  it('Node reuses its only directory entry once a C reader has read the channel to EOF (SPEC 2.8 1.1)', async () => {
+    const { path, device } = shm('reuse', 1 << 20);
+    // One entry per peer: the second channel can only be opened in the first one's entry.
+    const bus = await attach(device, { name: 'node', heartbeat: 1000, maxPeers: 4, entries: 1 });
+    cleanup.push(() => bus.close());
+    const c = peer(['bus', `file:${path}`, 'cpeer', '1000', 'recv', 'node', 'first', 'recv', 'node', 'second']);
+    const cpeer = await bus.waitForPeer('cpeer', { signal: AbortSignal.timeout(20_000) });
+    for (const channel of ['first', 'second']) {
+      const out = bus.open(cpeer, channel, { capacity: 512 });
+      for (let i = 0; i < 100; i++) await out.send(pattern(i, max), { type: patternType(i) });
+      out.close();
+      // The C reader stays on the bus and never closes its end: only its store at EOF frees the entry.
+      expect(await c.next('received', { channel })).toMatchObject({ count: 100, end: 'eof' });
+    }
+    expect(await c.exited).toBe(0);
+  }, 60_000);
+
   it('Node sees a stopped C peer go down by heartbeat and frees its slot', async () => {
     const { path, device } = shm('hb-c', 1 << 20);
     const bus = await attach(device, { name: 'node', heartbeat: 50 });

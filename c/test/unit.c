@@ -444,14 +444,19 @@ static void test_bus(void) {
     EQ(ivs_bus_join(&a, &dev, "x", 5, 0, NULL), IVS_ERR_INVALID);
 }
 
-/* Entries another peer scribbled over are skipped, never followed out of its section. */
-static void test_hostile_directory(void) {
+/* alice and bob on a fresh region in `mem`, polling, each declaring `period` ms, seen by alice. */
+static void two_peers(struct ivs_bus *a, struct ivs_bus *b, uint32_t period) {
     memset(mem, 0, sizeof mem);
     struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
+    EQ(ivs_bus_join(a, &dev, "alice", period, 0, NULL), IVS_OK);
+    EQ(ivs_bus_join(b, &dev, "bob", period, 0, NULL), IVS_OK);
+    ivs_bus_tick(a);
+}
+
+/* Entries another peer scribbled over are skipped, never followed out of its section. */
+static void test_hostile_directory(void) {
     static struct ivs_bus a, b;
-    EQ(ivs_bus_join(&a, &dev, "alice", 1000, 0, NULL), IVS_OK);
-    EQ(ivs_bus_join(&b, &dev, "bob", 1000, 0, NULL), IVS_OK);
-    ivs_bus_tick(&a);
+    two_peers(&a, &b, 1000);
     struct ivs_producer p;
     EQ(ivs_bus_open(&a, b.self.slot, "x", 0, &p), IVS_OK);
     uint32_t *entry = words(a.g.sections_offset);
@@ -559,12 +564,8 @@ static void test_reader_closed_at_eof(void) {
 
 /* SPEC 3.5 (1.1): a peer beats every half period; it is down only after 3 periods without a beat. */
 static void test_liveness_periods(void) {
-    memset(mem, 0, sizeof mem);
-    struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
     static struct ivs_bus a, b;
-    EQ(ivs_bus_join(&a, &dev, "alice", 20, 0, NULL), IVS_OK);
-    EQ(ivs_bus_join(&b, &dev, "bob", 20, 0, NULL), IVS_OK);
-    ivs_bus_tick(&a);
+    two_peers(&a, &b, 20);
     CHECK(ivs_bus_find(&a, "bob") != NULL);
     uint32_t *beats = &words(b.g.table_offset + b.self.slot * 256u)[4];
     uint32_t before = *beats;
@@ -634,12 +635,8 @@ static void test_occupied_slots(void) {
 /* SPEC 3.5: once a peer is down its section may be someone else's: a reader draining its
  * channel keeps its head private and stores no closed word. */
 static void test_drain_writes_nothing(void) {
-    memset(mem, 0, sizeof mem);
-    struct ivs_device dev = {.memory = mem, .size = sizeof mem, .id = IVS_NO_DOORBELL};
     static struct ivs_bus a, b;
-    EQ(ivs_bus_join(&a, &dev, "alice", 1000, 0, NULL), IVS_OK);
-    EQ(ivs_bus_join(&b, &dev, "bob", 1000, 0, NULL), IVS_OK);
-    ivs_bus_tick(&a);
+    two_peers(&a, &b, 1000);
     ivs_bus_tick(&b);
     struct ivs_producer p;
     struct ivs_consumer c;

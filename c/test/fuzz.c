@@ -214,6 +214,7 @@ static void fuzz_region(uint32_t seed, int states) {
             if (!joined[i] || bus[i].closed) {
                 if (joined[i]) ivs_bus_leave(&bus[i]);
                 memset(&bus[i], 0, sizeof bus[i]);
+                bus[i].max_peer_period = 10; /* occupied non-peer slots are freed after 30 ms: within the run */
                 int r = ivs_bus_join(&bus[i], &dev, i ? "b" : "a", 10, 64 << rint_(3), &fmt);
                 bus_status(r, seed, s);
                 joined[i] = r == IVS_OK;

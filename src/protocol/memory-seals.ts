@@ -24,11 +24,17 @@ export function checkSealedMemoryPolicy(policy: unknown, what: string): SealedMe
   return policy as SealedMemoryPolicy;
 }
 
+/** The two reads the check makes of the memory fd (the native calls; a test puts a race between them). */
+export interface MemoryProbe {
+  fstat(fd: number, path?: string): { size: number };
+  getSeals(fd: number, path?: string): number;
+}
+
 /** The seals a shared memory needs before we trust its size: no shrinking, no further seals. */
-function missingSeals(fd: number, path: string): string[] {
+function missingSeals(fd: number, path: string, probe: MemoryProbe): string[] {
   let seals: number;
   try {
-    seals = native.getSeals(fd, path);
+    seals = probe.getSeals(fd, path);
   } catch {
     // EINVAL: a file that cannot carry seals at all (not shmem).
     seals = 0;
@@ -44,11 +50,11 @@ function missingSeals(fd: number, path: string): string[] {
  * positive, and sealed as `policy` asks. Throws `ERR_IVSHMEM_UNSEALED_MEMORY` or
  * `ERR_IVSHMEM_PROTOCOL` (empty memory).
  */
-export function checkServerMemory(fd: number, path: string, policy: SealedMemoryPolicy): number {
-  const { size } = native.fstat(fd, path);
+export function checkServerMemory(fd: number, path: string, policy: SealedMemoryPolicy, probe: MemoryProbe = native): number {
+  const { size } = probe.fstat(fd, path);
   if (size <= 0) fail('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${path}': the shared memory is empty`, { path });
   if (policy === 'ignore') return size;
-  const missing = missingSeals(fd, path);
+  const missing = missingSeals(fd, path, probe);
   if (missing.length === 0) return size;
   const what = `the shared memory from '${path}' is not sealed (${missing.join(', ')} missing): any peer can shrink it and kill every process that mapped it with SIGBUS`;
   if (policy === 'require') {

@@ -51,10 +51,12 @@ function missingSeals(fd: number, path: string, probe: MemoryProbe): string[] {
  * `ERR_IVSHMEM_PROTOCOL` (empty memory).
  */
 export function checkServerMemory(fd: number, path: string, policy: SealedMemoryPolicy, probe: MemoryProbe = native): number {
+  // Seals first: once F_SEAL_SHRINK is set the size can only grow, so a size read after the seals
+  // is one the memory keeps. Read the other way round, the server could shrink and seal in
+  // between, and we would map the old size and die of SIGBUS at its end.
+  const missing = policy === 'ignore' ? [] : missingSeals(fd, path, probe);
   const { size } = probe.fstat(fd, path);
   if (size <= 0) fail('ERR_IVSHMEM_PROTOCOL', `ivshmem protocol error from '${path}': the shared memory is empty`, { path });
-  if (policy === 'ignore') return size;
-  const missing = missingSeals(fd, path, probe);
   if (missing.length === 0) return size;
   const what = `the shared memory from '${path}' is not sealed (${missing.join(', ')} missing): any peer can shrink it and kill every process that mapped it with SIGBUS`;
   if (policy === 'require') {

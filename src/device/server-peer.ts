@@ -16,10 +16,11 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /**
    * What to do with shared memory that is not sealed against shrinking (any peer could truncate
-   * it and kill every process that mapped it with SIGBUS): `'require'` refuses it
-   * (`ERR_IVSHMEM_UNSEALED_MEMORY`), `'warn'` (default) maps it and emits a process warning
-   * (`IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it. Our server seals its memory unless given a
-   * file (`shm`); QEMU's contrib server does not.
+   * it and kill every process that mapped it with SIGBUS): `'require'` (default) refuses it
+   * (`ERR_IVSHMEM_UNSEALED_MEMORY`), `'warn'` maps it and emits a process warning
+   * (`IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it. `'warn'` and `'ignore'` do not protect
+   * against a hostile server or peer: use them only among peers you trust. Our server seals its
+   * memory unless given a file (`shm`, `-M`/`-m`); QEMU's contrib server does not.
    */
   sealedMemory?: SealedMemoryPolicy;
 }

@@ -47,7 +47,7 @@ export class ClientHandshake {
    * `vectors`: when known, setup ends exactly after that many of our own eventfds.
    * `sealedMemory`: what to do with memory that is not sealed (see {@link SealedMemoryPolicy}).
    */
-  constructor(socketPath: string, vectors?: number, sealedMemory: SealedMemoryPolicy = 'warn') {
+  constructor(socketPath: string, vectors?: number, sealedMemory: SealedMemoryPolicy = 'require') {
     this.#path = socketPath;
     this.#vectors = vectors;
     this.#sealedMemory = sealedMemory;

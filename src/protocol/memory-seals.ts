@@ -6,10 +6,15 @@ import { native } from '../native.js';
 
 /**
  * What {@link connect} does with shared memory that is not sealed against shrinking
- * (`F_SEAL_SHRINK`) and against further seals (`F_SEAL_SEAL`): `'require'` refuses it with
- * `ERR_IVSHMEM_UNSEALED_MEMORY`, `'warn'` (the default) maps it and emits a process warning
- * (code `IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it silently. Our server's memory is sealed
- * unless it was given a file (`shm`); QEMU's contrib server never seals.
+ * (`F_SEAL_SHRINK`) and against further seals (`F_SEAL_SEAL`):
+ * - `'require'` (the default) refuses it with `ERR_IVSHMEM_UNSEALED_MEMORY`, before mapping it;
+ * - `'warn'` maps it and emits a process warning (code `IVSHMEM_UNSEALED_MEMORY`);
+ * - `'ignore'` maps it silently.
+ *
+ * `'warn'` and `'ignore'` do not protect against a hostile server or peer: whoever can shrink the
+ * memory can kill this process with SIGBUS. Use them only among peers you trust, for servers that
+ * cannot seal: QEMU's contrib ivshmem-server, or ours given a file (`shm`, `-M`/`-m`). Our
+ * server's default memory is sealed.
  */
 export type SealedMemoryPolicy = 'require' | 'warn' | 'ignore';
 
@@ -17,7 +22,7 @@ const POLICIES: readonly SealedMemoryPolicy[] = ['require', 'warn', 'ignore'];
 
 /** Checks the `sealedMemory` option. */
 export function checkSealedMemoryPolicy(policy: unknown, what: string): SealedMemoryPolicy {
-  if (policy === undefined) return 'warn';
+  if (policy === undefined) return 'require';
   if (!POLICIES.includes(policy as SealedMemoryPolicy)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `${what}: sealedMemory must be 'require', 'warn' or 'ignore', got ${JSON.stringify(policy)}`);
   }
@@ -60,7 +65,11 @@ export function checkServerMemory(fd: number, path: string, policy: SealedMemory
   if (missing.length === 0) return size;
   const what = `the shared memory from '${path}' is not sealed (${missing.join(', ')} missing): any peer can shrink it and kill every process that mapped it with SIGBUS`;
   if (policy === 'require') {
-    fail('ERR_IVSHMEM_UNSEALED_MEMORY', `${what}. Use a server that hands out sealed memory (ivshmem server without -M/--shm), or connect with sealedMemory: 'warn'.`, { path });
+    fail(
+      'ERR_IVSHMEM_UNSEALED_MEMORY',
+      `${what}. Use a server that hands out sealed memory (ivshmem server without -M/--shm or -m/--dir, its default), or, among peers you trust (QEMU's contrib server, a file given with -M/-m), connect with sealedMemory: 'warn' to accept the risk.`,
+      { path },
+    );
   }
   process.emitWarning(`${what}. Trust every peer of this server, or use one that seals its memory (ivshmem server without -M/--shm).`, { code: 'IVSHMEM_UNSEALED_MEMORY' });
   return size;

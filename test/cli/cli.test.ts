@@ -38,7 +38,7 @@ describe('ivshmem server', () => {
     expect(out).toContain(`/dev/shm/${name}, 3 vector(s) per peer`);
     expect(readFileSync(pidfile, 'utf8').trim()).toBe(String(proc.pid));
 
-    const dev = await connect(socket);
+    const dev = await connect(socket, { sealedMemory: 'warn' }); // -M: a named file, never sealed
     expect(dev.vectors).toBe(3);
     expect(dev.size).toBe(8192);
     await until(() => /peer 0 connected/.test(out), 'the connect line');

@@ -68,6 +68,14 @@ uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return static_cast<uint32_t>(v);
 }
 
+uint32_t ArgUint32AtMost(const Napi::CallbackInfo& info, size_t i, const char* name, uint32_t max, const char* range) {
+  double v = i < info.Length() && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+  if (!(v >= 0 && v <= static_cast<double>(max)) || std::floor(v) != v) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be an integer " + range);
+  }
+  return static_cast<uint32_t>(v);
+}
+
 std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i) {
   if (i < info.Length() && info[i].IsString()) return info[i].As<Napi::String>().Utf8Value();
   return "";

@@ -162,6 +162,10 @@ describe('IvshmemServer with host peers in separate processes', () => {
     const decoys = Array.from({ length: 400 }, () => openSync('/etc/hostname', 'r'));
     const buf = new Uint8Array(8);
     const kinds = new Map<string, number>();
+    const view = new DataView(buf.buffer);
+    const values: bigint[] = [];
+    const vectorsOf = new Map<bigint, number>();
+    const gone = new Set<bigint>();
     for (let idle = 0; idle < 20; ) {
       const r = native.socketReceive(slow, buf);
       if (r === null) {
@@ -170,6 +174,12 @@ describe('IvshmemServer with host peers in separate processes', () => {
         continue;
       }
       idle = 0;
+      const value = view.getBigInt64(0, true);
+      values.push(value);
+      if (values.length > 2 && value >= 0n) {
+        if (r.fds.length === 1) vectorsOf.set(value, (vectorsOf.get(value) ?? 0) + 1);
+        else gone.add(value);
+      }
       for (const fd of r.fds) {
         const target = readlinkSync(`/proc/self/fd/${fd}`);
         const kind = target.startsWith('anon_inode:[eventfd]') ? 'eventfd' : target.startsWith('/memfd:ivshmem') ? 'shm' : target;
@@ -183,8 +193,21 @@ describe('IvshmemServer with host peers in separate processes', () => {
     // peers that left before they went out are taken back, so at most 6 × 64 of theirs arrive.
     const { shm, eventfd, ...others } = Object.fromEntries(kinds);
     expect({ shm, others }).toEqual({ shm: 1, others: {} });
-    expect(eventfd).toBeGreaterThanOrEqual(64);
-    expect(eventfd).toBeLessThanOrEqual(64 + 6 * 64);
+    // Its own 64; of each departed peer, all 64 vectors and a goodbye, some and a goodbye (it
+    // left while they went out), or nothing at all (all taken back, no goodbye needed).
+    const own = values[1]!;
+    expect(vectorsOf.get(own)).toBe(64);
+    expect(gone.has(own)).toBe(false);
+    const departed = [...new Set([...vectorsOf.keys(), ...gone])].filter((id) => id !== own);
+    expect(departed.length).toBeLessThanOrEqual(6);
+    for (const id of departed) {
+      const got = vectorsOf.get(id) ?? 0;
+      expect({ id, got, gone: gone.has(id) }).toEqual({ id, got: expect.any(Number), gone: true });
+      // A goodbye for a peer it never heard of would be a protocol error in the client.
+      expect(got).toBeGreaterThanOrEqual(1);
+      expect(got).toBeLessThanOrEqual(64);
+    }
+    expect(eventfd).toBe([...vectorsOf.values()].reduce((a, b) => a + b, 0));
   });
 
   it('refuses peers beyond its limit with a log line, and serves again once one leaves', async () => {

@@ -63,6 +63,12 @@ describe('ivshmem server', () => {
     expect((bad as { stderr: string }).stderr).toMatch(/unknown option --bogus/);
   });
 
+  it('a --mode that is not octal is named as --mode and echoed as typed', async () => {
+    const err = await run(process.execPath, [cli, 'server', '-S', shmPath('x'), '--mode', 'rw']).catch((e: { code: number; stderr: string }) => e);
+    expect(err).toMatchObject({ code: 1 });
+    expect((err as { stderr: string }).stderr.trim()).toBe("ivshmem server: --mode must be octal permission bits 0..7777 (e.g. 600, 0660), got 'rw'");
+  });
+
   it('parses sizes with K, M and G suffixes', () => {
     expect(parseSize('4096')).toBe(4096);
     expect(parseSize('4K')).toBe(4096);

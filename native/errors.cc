@@ -10,8 +10,22 @@
 
 namespace ivshmem {
 
+// The errno's name: libuv's where it has one, else the C library's (strerrorname_np, glibc 2.32+),
+// else a few the addon can meet that libuv does not know. Never "Unknown system error -N".
+static const char* ErrnoName(int err) {
+  const char* uv = uv_err_name(-err);
+  if (std::strncmp(uv, "Unknown", 7) != 0) return uv;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = ::strerrorname_np(err)) return name;
+#endif
+  switch (err) {
+    case ETOOMANYREFS: return "ETOOMANYREFS";
+    default: return uv;
+  }
+}
+
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path) {
-  const char* code = uv_err_name(-err);
+  const char* code = ErrnoName(err);
   std::string message = std::string(code) + ": " + std::strerror(err) + ", " + syscall;
   if (!path.empty()) message += " '" + path + "'";
 

@@ -23,7 +23,7 @@ const specs: FlagSpec[] = [
 export const serverHelp = `ivshmem server [options]: a QEMU-compatible ivshmem-server
 
 QEMU connects with: -chardev socket,path=SOCKET,id=c0 -device ivshmem-doorbell,chardev=c0,vectors=N
-Host programs connect with connect(SOCKET) from the ivshmem package.
+Host programs connect with connect(SOCKET) from the ivshmem package (with -M/-m, whose memory\ncannot be sealed, connect(SOCKET, { sealedMemory: 'warn' }): only among peers that trust each other).
 
 ${flagHelp(specs)}`;
 

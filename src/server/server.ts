@@ -161,7 +161,7 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
 
     const memory = options.shm === undefined ? sealedMemory(size) : fileMemory(options.shm, size, { reuse: options.reuseShm ?? false, mode });
     if (!memory.created) logs.push(`reusing the existing contents of ${memory.path} (reuseShm)`);
-    if (!memory.sealed) logs.push(`${memory.path} is a named file: any peer can truncate it and crash the others (SIGBUS); without -M/--shm the memory is sealed`);
+    if (!memory.sealed) logs.push(`${memory.path} is a named file: any peer can truncate it and crash the others (SIGBUS); without -M/--shm the memory is sealed, and connect() refuses this one unless given sealedMemory: 'warn'`);
     let listenFd: number;
     try {
       removeStaleSocket(options.socket);

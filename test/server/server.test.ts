@@ -95,6 +95,9 @@ describe('IvshmemServer with host peers in separate processes', () => {
     const garbage = createConnection(server.socketPath);
     garbage.on('error', () => {});
     const rogueId = await a.peer.next((e) => e.event === 'peer-connected');
+    // Both must have heard of it: a peer whose vectors were still queued for b when it was
+    // dropped is taken back unsent, and b is (rightly) never told it left.
+    await b.peer.next((e) => e.event === 'peer-connected' && e.id === rogueId.id);
     garbage.write(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
     await a.peer.next((e) => e.event === 'peer-disconnected' && e.id === rogueId.id);
     await b.peer.next((e) => e.event === 'peer-disconnected' && e.id === rogueId.id);

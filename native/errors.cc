@@ -10,8 +10,22 @@
 
 namespace ivshmem {
 
+// The errno's name: libuv's where it has one, else the C library's (strerrorname_np, glibc 2.32+),
+// else a few the addon can meet that libuv does not know. Never "Unknown system error -N".
+static const char* ErrnoName(int err) {
+  const char* uv = uv_err_name(-err);
+  if (std::strncmp(uv, "Unknown", 7) != 0) return uv;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = ::strerrorname_np(err)) return name;
+#endif
+  switch (err) {
+    case ETOOMANYREFS: return "ETOOMANYREFS";
+    default: return uv;
+  }
+}
+
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& path) {
-  const char* code = uv_err_name(-err);
+  const char* code = ErrnoName(err);
   std::string message = std::string(code) + ": " + std::strerror(err) + ", " + syscall;
   if (!path.empty()) message += " '" + path + "'";
 
@@ -60,6 +74,20 @@ double ArgNonNegativeInteger(const Napi::CallbackInfo& info, size_t i, const cha
     throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a non-negative safe integer");
   }
   return v;
+}
+
+uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  double v = ArgNonNegativeInteger(info, i, name);
+  if (v > UINT32_MAX) throw Napi::RangeError::New(info.Env(), std::string(name) + " must fit in 32 bits");
+  return static_cast<uint32_t>(v);
+}
+
+uint32_t ArgUint32AtMost(const Napi::CallbackInfo& info, size_t i, const char* name, uint32_t max, const char* range) {
+  double v = i < info.Length() && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+  if (!(v >= 0 && v <= static_cast<double>(max)) || std::floor(v) != v) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be an integer " + range);
+  }
+  return static_cast<uint32_t>(v);
 }
 
 std::string ArgOptionalString(const Napi::CallbackInfo& info, size_t i) {

@@ -13,7 +13,7 @@ namespace ivshmem {
 
 static Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  unsigned initial = info.Length() > 0 ? static_cast<unsigned>(ArgNonNegativeInteger(info, 0, "initial")) : 0;
+  unsigned initial = info.Length() > 0 ? ArgU32(info, 0, "initial") : 0;
   int fd = ::eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) ThrowErrno(env, errno, "eventfd");
   TrackFd(env, fd);

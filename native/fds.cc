@@ -25,8 +25,8 @@ static Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  int flags = static_cast<int>(ArgNonNegativeInteger(info, 1, "flags"));
-  mode_t mode = info.Length() > 2 ? static_cast<mode_t>(ArgNonNegativeInteger(info, 2, "mode")) : 0600;
+  int flags = static_cast<int>(ArgU32(info, 1, "flags"));
+  mode_t mode = info.Length() > 2 ? static_cast<mode_t>(ArgU32(info, 2, "mode")) : 0600;
   int fd;
   do fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   while (fd < 0 && errno == EINTR);

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <string>
 
 #include "env_state.h"
 #include "errors.h"
@@ -16,6 +17,11 @@ struct Mapping {
   void* addr;
   size_t length;
   bool mapped;
+  // True while napi_create_external_arraybuffer runs: Node 20 calls the finalizer from inside a
+  // failing call (lengths over buffer.constants.MAX_LENGTH) and then reports the failure, so the
+  // finalizer must not free the Mapping under Map(); `finalized` records that it ran.
+  bool creating;
+  bool finalized;
   std::shared_ptr<EnvState> owner;
 };
 
@@ -24,6 +30,13 @@ static void Release(Mapping* m) {
   ::munmap(m->addr, m->length);
   m->mapped = false;
   m->owner->mappings.erase(m->addr);
+}
+
+static void Finalize(napi_env, void*, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  Release(m);
+  if (m->creating) m->finalized = true;
+  else delete m;
 }
 
 static Napi::Value Map(const Napi::CallbackInfo& info) {
@@ -40,12 +53,28 @@ static Napi::Value Map(const Napi::CallbackInfo& info) {
   void* addr = ::mmap(nullptr, static_cast<size_t>(length), prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (addr == MAP_FAILED) ThrowErrno(env, errno, "mmap", path);
 
-  auto* m = new Mapping{addr, static_cast<size_t>(length), true, SharedState(env)};
+  auto* m = new Mapping{addr, static_cast<size_t>(length), true, true, false, SharedState(env)};
   m->owner->mappings[addr] = m;
-  return Napi::ArrayBuffer::New(env, addr, m->length, [](Napi::Env, void*, Mapping* hint) {
-    Release(hint);
-    delete hint;
-  }, m);
+  napi_value buffer;
+  napi_status status = napi_create_external_arraybuffer(env, addr, m->length, Finalize, m, &buffer);
+  if (status != napi_ok) {
+    // The memory goes now, whatever Node did. The Mapping is freed here if the finalizer already
+    // ran; otherwise by the finalizer, should a Node defer or skip it (then it leaks, on this
+    // failure path only, rather than risk a use after free).
+    Release(m);
+    if (m->finalized) delete m;
+    else m->creating = false;
+    // Node may have left its own exception pending (ERR_BUFFER_TOO_LARGE); ours replaces it.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    throw Napi::RangeError::New(env, "mmap: " + std::to_string(static_cast<uint64_t>(length)) +
+                                         " bytes cannot be one ArrayBuffer in this Node.js (see buffer.constants.MAX_LENGTH)");
+  }
+  m->creating = false;
+  return Napi::Value(env, buffer);
 }
 
 static Napi::Value Unmap(const Napi::CallbackInfo& info) {

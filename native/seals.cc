@@ -30,7 +30,9 @@ static Napi::Value MemfdCreateSealable(const Napi::CallbackInfo& info) {
 // fd that cannot carry seals (not a memfd, or one made without MFD_ALLOW_SEALING).
 static Napi::Value AddSeals(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0, "fd");
-  int seals = static_cast<int>(ArgNonNegativeInteger(info, 1, "seals"));
+  constexpr uint32_t kKnown = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  uint32_t bits = ArgUint32AtMost(info, 1, "seals", kKnown, "made of F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW and F_SEAL_WRITE");
+  int seals = static_cast<int>(bits);
   if (::fcntl(fd, F_ADD_SEALS, seals) < 0) ThrowErrnoArg(info, 2, "fcntl(F_ADD_SEALS)");
   return info.Env().Undefined();
 }
@@ -46,8 +48,7 @@ static Napi::Value GetSeals(const Napi::CallbackInfo& info) {
 // fchmod(fd, mode, path?): exact permission bits, whatever the umask was at creation.
 static Napi::Value Fchmod(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0, "fd");
-  mode_t mode = static_cast<mode_t>(ArgNonNegativeInteger(info, 1, "mode"));
-  if (mode > 07777) throw Napi::TypeError::New(info.Env(), "mode must be at most 0o7777");
+  mode_t mode = static_cast<mode_t>(ArgUint32AtMost(info, 1, "mode", 07777, "0..0o7777"));
   int rc;
   do rc = ::fchmod(fd, mode);
   while (rc < 0 && errno == EINTR);

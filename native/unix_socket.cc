@@ -6,8 +6,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "env_state.h"
@@ -31,35 +33,44 @@ static std::string ArgPath(const Napi::CallbackInfo& info) {
   return info[0].As<Napi::String>().Utf8Value();
 }
 
+// "No mode": the file's mode is left to the umask.
+static constexpr std::optional<mode_t> kUmaskDecides = std::nullopt;
+
 // The socket file gets exactly `mode`, whatever the umask: Linux creates it with the socket
 // inode's mode minus the umask, so fchmod before bind makes it never wider than asked; bits the
 // umask took away are put back on the file itself, opened with O_PATH | O_NOFOLLOW so that a
-// symlink planted in its place is never followed.
-static int BindWithMode(int fd, const sockaddr_un& addr, const std::string& path, int mode) {
-  if (mode >= 0 && ::fchmod(fd, static_cast<mode_t>(mode)) < 0) return errno;
+// symlink planted in its place is never followed. A failure after bind() removes the file bind()
+// created, so that no half-made socket file is left behind.
+static int BindWithMode(int fd, const sockaddr_un& addr, const std::string& path, std::optional<mode_t> mode) {
+  if (mode && ::fchmod(fd, *mode) < 0) return errno;
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) return errno;
-  if (mode < 0) return 0;
+  if (!mode) return 0;
   int file = ::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (file < 0) return errno;
+  if (file < 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return err;
+  }
   struct stat st;
   int err = 0;
   if (::fstat(file, &st) < 0) err = errno;
   else if (!S_ISSOCK(st.st_mode)) err = EEXIST;
-  else if ((st.st_mode & 07777) != static_cast<mode_t>(mode)) {
+  else if ((st.st_mode & 07777) != *mode) {
     std::string proc = "/proc/self/fd/" + std::to_string(file);
-    if (::chmod(proc.c_str(), static_cast<mode_t>(mode)) < 0) err = errno;
+    if (::chmod(proc.c_str(), *mode) < 0) err = errno;
   }
   ::close(file);
+  // EEXIST: what is at the path is not what bind() made; it is not ours to remove.
+  if (err != 0 && err != EEXIST) ::unlink(path.c_str());
   return err;
 }
 
-// listen(path, backlog = 128, mode = -1): mode -1 leaves the file's mode to the umask.
+// listen(path, backlog = 128, mode?): without a mode the file's mode is left to the umask.
 static Napi::Value Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgPath(info);
-  int backlog = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 1, "backlog")) : 128;
-  int mode = info.Length() > 2 && !info[2].IsUndefined() ? static_cast<int>(ArgNonNegativeInteger(info, 2, "mode")) : -1;
-  if (mode > 07777) throw Napi::TypeError::New(env, "mode must be at most 0o7777");
+  int backlog = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(std::min<uint32_t>(ArgU32(info, 1, "backlog"), SOMAXCONN)) : 128;
+  std::optional<mode_t> mode = info.Length() > 2 && !info[2].IsUndefined() ? std::optional<mode_t>(ArgUint32AtMost(info, 2, "mode", 07777, "0..0o7777")) : kUmaskDecides;
   sockaddr_un addr = Address(env, path);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowErrno(env, errno, "socket", path);
@@ -70,6 +81,7 @@ static Napi::Value Listen(const Napi::CallbackInfo& info) {
   if (::listen(fd, backlog) < 0) {
     int err = errno;
     ::close(fd);
+    ::unlink(path.c_str());
     ThrowErrno(env, err, "listen", path);
   }
   TrackFd(env, fd);

@@ -30,12 +30,6 @@ static int IoctlValue(int fd, unsigned long request, unsigned long arg) {
   return rc;
 }
 
-static uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  double v = ArgNonNegativeInteger(info, i, name);
-  if (v > UINT32_MAX) throw Napi::RangeError::New(info.Env(), std::string(name) + " must fit in 32 bits");
-  return static_cast<uint32_t>(v);
-}
-
 // vfioGetApiVersion(containerFd, path?) → VFIO_API_VERSION of the running kernel.
 static Napi::Value GetApiVersion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -66,7 +66,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
  private:
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    int events = info.Length() > 0 ? static_cast<int>(ArgNonNegativeInteger(info, 0, "events")) : UV_READABLE;
+    int events = info.Length() > 0 ? static_cast<int>(ArgU32(info, 0, "events")) : UV_READABLE;
     // libuv asserts on unknown bits: refuse them here instead of aborting the process.
     if ((events & ~(UV_READABLE | UV_WRITABLE | UV_DISCONNECT | UV_PRIORITIZED)) != 0 || events == 0) {
       throw Napi::TypeError::New(env, "events must be a non-empty combination of READABLE, WRITABLE and DISCONNECT");

@@ -4,7 +4,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++)
+# gcc builds the C library and its sanitizer tests (libasan, libubsan); flock (util-linux)
+# serializes its build between test files.
+# libasan8/libubsan1: the addon's sanitizer build.
+packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++ gcc util-linux libasan8 libubsan1)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -21,6 +24,9 @@ if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q Depends; then
 fi
 
 npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# The addon again under ASan/UBSan (g++ brings libasan and libubsan), for the sanitizer test.
+node scripts/build-sanitized.mjs >/dev/null || { echo "sanitized build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 # The guest kernel and initramfs, once (cached in ~/.cache/ivshmem-lab), before the timed tests.
 node dist/cli/main.js lab prepare || { echo "lab prepare failed"; echo "0 passed, 1 failed"; exit 1; }

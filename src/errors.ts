@@ -1,7 +1,14 @@
 import { constants } from 'node:os';
 
 /** The name of an errno (`ENOENT`, `EACCES`, …): the code of a failed system call. */
-export type ErrnoCode = keyof typeof constants.errno;
+export type ErrnoCode = keyof typeof constants.errno | ExtraErrnoCode;
+
+/**
+ * Errno names the addon can report that Node's `os.constants.errno` lacks (Linux values):
+ * `ETOOMANYREFS` is sendmsg's answer when a non-root sender's fds in flight pass its fd limit.
+ */
+export type ExtraErrnoCode = keyof typeof EXTRA_ERRNO;
+const EXTRA_ERRNO = { ETOOMANYREFS: 109 } as const;
 
 /**
  * The library's own failure codes. Each names what went wrong, never how; the troubleshooting
@@ -104,7 +111,11 @@ export class IvshmemError extends Error {
 }
 
 function isErrno(code: IvshmemErrorCode): code is ErrnoCode {
-  return Object.hasOwn(constants.errno, code);
+  return Object.hasOwn(constants.errno, code) || Object.hasOwn(EXTRA_ERRNO, code);
+}
+
+function errnoNumber(code: ErrnoCode): number {
+  return Object.hasOwn(EXTRA_ERRNO, code) ? EXTRA_ERRNO[code as ExtraErrnoCode] : constants.errno[code as keyof typeof constants.errno];
 }
 
 /**
@@ -112,7 +123,7 @@ function isErrno(code: IvshmemErrorCode): code is ErrnoCode {
  * errno name is only ever a code where there is an errno.
  */
 export function ivshmemError(code: IvshmemErrorCode, message: string, props: IvshmemErrorProps = {}): IvshmemError {
-  const errno = props.errno ?? (isErrno(code) ? constants.errno[code] : undefined);
+  const errno = props.errno ?? (isErrno(code) ? errnoNumber(code) : undefined);
   return new IvshmemError(message, { ...props, code, ...(errno === undefined ? {} : { errno }) });
 }
 
@@ -132,4 +143,31 @@ export function withPath(error: unknown, path: string): unknown {
     });
   }
   return error;
+}
+
+/**
+ * What a call whose `signal` was aborted rejects with, as Node's own APIs do: `name`
+ * `'AbortError'`, `code` `'ABORT_ERR'`, and the signal's reason as `cause`.
+ */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR' as const;
+
+  constructor(reason: unknown) {
+    const detail = reason instanceof Error && reason.name !== 'AbortError' ? `: ${reason.message}` : '';
+    super(`The operation was aborted${detail}`, { cause: reason });
+    this.name = 'AbortError';
+  }
+}
+
+/**
+ * The rejection for an abort with `reason`. The library aborts its own waits with its typed
+ * errors (a channel or bus that closed or failed): those pass through unchanged.
+ */
+export function abortError(reason: unknown): unknown {
+  return reason instanceof IvshmemError || reason instanceof AbortError ? reason : new AbortError(reason);
+}
+
+/** `signal.throwIfAborted()`, throwing {@link abortError}`(signal.reason)`. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw abortError(signal.reason);
 }

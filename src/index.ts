@@ -11,7 +11,7 @@
  *
  * @packageDocumentation
  */
-export { IvshmemError, type ErrnoCode, type IvshmemErrorCode, type IvshmemLibraryCode } from './errors.js';
+export { AbortError, IvshmemError, type ErrnoCode, type IvshmemErrorCode, type IvshmemLibraryCode } from './errors.js';
 export {
   connect,
   listDevices,
@@ -39,6 +39,7 @@ export {
   type SealedMemoryPolicy,
 } from './device/index.js';
 export { IvshmemServer, type QueueLimit, type ServerEvents, type ServerOptions, type ServerPeer } from './server/index.js';
+export { maxMappingSize } from './mapping.js';
 export {
   createChannel,
   ChannelReader,

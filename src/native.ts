@@ -1,5 +1,5 @@
-// Loads the addon: prebuilds/<platform>-<arch>/ first, then a local build; on failure the error
-// lists every path tried and why each failed.
+// Loads the addon: $IVSHMEM_ADDON if set; else prebuilds/<platform>-<arch>/ first, then a local
+// build. On failure the error lists every path tried and why each failed.
 import { constants, existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -109,6 +109,10 @@ export interface NativeWatcher {
 const root = join(fileURLToPath(import.meta.url), '..', '..');
 
 function candidates(): string[] {
+  // An explicit build (the sanitizer variant in the tests, a debug build): that one or nothing,
+  // so a mistyped path fails instead of silently loading another addon.
+  const explicit = process.env.IVSHMEM_ADDON;
+  if (explicit) return [explicit];
   const paths: string[] = [];
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   if (existsSync(dir)) {

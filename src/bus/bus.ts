@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { ChannelError, ChannelWriter, RING_HEADER_SIZE, type ChannelReader, type Codec } from '../channel/index.js';
 import type { Device } from '../device/index.js';
-import { fail, ivshmemError, IvshmemError } from '../errors.js';
+import { abortError, fail, ivshmemError, IvshmemError } from '../errors.js';
 import { checkCapacity, SectionAllocator } from './allocator.js';
 import { Directory } from './directory.js';
 import { NAME_MAX } from './layout.js';
@@ -87,7 +87,7 @@ export class Bus extends EventEmitter<BusEvents> {
       };
       const aborted = (): void => {
         cleanup();
-        reject(signals.reason);
+        reject(abortError(signals.reason));
       };
       const cleanup = (): void => {
         this.off('peer-up', up);
@@ -106,10 +106,7 @@ export class Bus extends EventEmitter<BusEvents> {
   open<T = Uint8Array>(peer: BusPeer | number | string, name: string, options: { codec?: Codec<T>; capacity?: number; spin?: number } = {}): ChannelWriter<T> {
     this.#assertOpen();
     const to = this.#resolve(peer);
-    const bytes = nameBytes(name);
-    if (typeof name !== 'string' || bytes === 0 || bytes > NAME_MAX) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `open(): the channel name must be 1..${NAME_MAX} bytes of UTF-8, got ${JSON.stringify(name)}`);
-    }
+    checkChannelName(name, 'open()');
     const capacity = options.capacity ?? this.#capacity;
     checkCapacity(capacity, 'open(): capacity');
     const size = RING_HEADER_SIZE + capacity;
@@ -133,12 +130,14 @@ export class Bus extends EventEmitter<BusEvents> {
    * given), including one opened before this call.
    */
   accept<T = Uint8Array>(name: string, options: { from?: BusPeer | number | string; codec?: Codec<T>; spin?: number; signal?: AbortSignal } = {}): Promise<ChannelReader<T>> {
+    let from: number | undefined;
     try {
       this.#assertOpen();
+      checkChannelName(name, 'accept()');
+      from = options.from === undefined ? undefined : this.#resolve(options.from).slot;
     } catch (error) {
       return Promise.reject(error);
     }
-    const from = options.from === undefined ? undefined : this.#resolve(options.from).slot;
     return this.#directory.accept<T>(name, { from, codec: options.codec, spin: options.spin, signal: this.#signal(options.signal) });
   }
 
@@ -245,5 +244,12 @@ export class Bus extends EventEmitter<BusEvents> {
     this.#directory.abandonAll(gone);
     if (failed && this.listenerCount('error') > 0) this.emit('error', reason);
     this.emit('close', failed ? reason : undefined);
+  }
+}
+
+// A name no entry can carry would never match an offer: a wait for it could never end.
+function checkChannelName(name: string, what: string): void {
+  if (typeof name !== 'string' || nameBytes(name) === 0 || nameBytes(name) > NAME_MAX) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `${what}: the channel name must be 1..${NAME_MAX} bytes of UTF-8, got ${JSON.stringify(name)}`);
   }
 }

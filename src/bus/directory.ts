@@ -1,7 +1,7 @@
 // The channel directory as seen from the receiving side: other peers' entries addressed to us,
 // offered once each to an accept() waiter or the `channel` event, and the readers we took.
 import { ChannelError, ChannelReader, failedReader, ringEnds, RING_HEADER_SIZE, RING_MIN_CAPACITY, type Codec } from '../channel/index.js';
-import { fail } from '../errors.js';
+import { abortError, fail } from '../errors.js';
 import { ENTRY_STATE } from './layout.js';
 import { readEntry, slotOwner, type EntryCopy } from './slots.js';
 import { samePeer, type BusContext, type BusPeer, type IncomingChannel, type PeerDownReason } from './types.js';
@@ -95,7 +95,7 @@ export class Directory {
     return new Promise((resolve, reject) => {
       const aborted = (): void => {
         this.#waiters.delete(waiter);
-        reject(signal.reason);
+        reject(abortError(signal.reason));
       };
       const waiter: AcceptWaiter = {
         name,
@@ -131,7 +131,7 @@ export class Directory {
       // The section is no longer its writer's: a drain reads, never writes (SPEC 3.5).
       const drain = reason === 'left' && ringEnds(this.#ctx.memory, incoming.entry.ringOffset).writerClosed;
       if (drain) reader.detach();
-      if (drain && !reader.done) this.#draining.add({ reader, slot: peer.slot });
+      if (drain && !finished(reader)) this.#draining.add({ reader, slot: peer.slot });
       else reader.abandon(gone);
     }
   }
@@ -140,10 +140,10 @@ export class Directory {
   tidy(): void {
     for (const [key, incoming] of this.#incoming) {
       const r = incoming.reader;
-      if (r && (r.done || r.failure)) this.#incoming.delete(key);
+      if (r && finished(r)) this.#incoming.delete(key);
     }
     for (const d of this.#draining) {
-      if (d.reader.done || d.reader.failure) {
+      if (finished(d.reader)) {
         this.#draining.delete(d);
       } else if (slotOwner(this.#ctx.memory, this.#ctx.geometry, d.slot) !== 0) {
         d.reader.abandon(new ChannelError('ERR_IVSHMEM_PEER_GONE', 'channel: its writer left and another peer took its place before it was read to the end'));
@@ -196,5 +196,21 @@ export class Directory {
     }
     incoming.reader = reader as ChannelReader<unknown>;
     return reader;
+  }
+}
+
+/**
+ * Whether `reader` has nothing more to give: at EOF, or failed. Looking for EOF validates the
+ * writer's tail, which a hostile writer may have corrupted before leaving: that fails the
+ * reader (its `failure` is then set, and its user sees it), and must not throw out of the scan,
+ * timer or event that asked.
+ */
+function finished(reader: ChannelReader<unknown>): boolean {
+  if (reader.failure) return true;
+  try {
+    return reader.done;
+  } catch (error) {
+    if (error instanceof ChannelError) return true;
+    throw error;
   }
 }

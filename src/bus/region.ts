@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { ivshmemError, type IvshmemError, type IvshmemErrorCode } from '../errors.js';
+import { ivshmemError, throwIfAborted, type IvshmemError, type IvshmemErrorCode } from '../errors.js';
 import {
   ENTRIES_LIMIT,
   ENTRY_SIZE,
@@ -121,7 +121,7 @@ export async function openRegion(
   const sb = new Uint32Array(memory, base, SUPERBLOCK_SIZE / 4);
   const deadline = Date.now() + (options.timeout ?? 5000);
   for (;;) {
-    options.signal?.throwIfAborted();
+    throwIfAborted(options.signal);
     const magic = Atomics.load(sb, SB.magic / 4);
     const state = Atomics.load(sb, SB.state / 4);
     if (state === REGION_READY && magic === REGION_MAGIC) return validate(sb, base, regionSize);

@@ -1,5 +1,6 @@
 // The ring's wire format, version 1. SPEC.md ("Ring") is the normative text; these constants
 // are its byte offsets, and the two must change together.
+import { fail } from '../errors.js';
 
 /** `"IVRG"` in memory order, read as a little-endian u32. */
 export const RING_MAGIC = 0x47525649;
@@ -50,8 +51,11 @@ export const DOORBELL_EVERY_MS = 0.02;
 /** @internal */ export const W_CONSUMER_WAIT = 128; // byte 512
 /** @internal */ export const W_DATA = RING_HEADER_SIZE / 4; // byte 640: data area
 
-/** Bytes a ring with a `capacity`-byte data area occupies. */
+/** Bytes a ring with a `capacity`-byte data area occupies; `capacity` is a power of two from 64 to 2^30. */
 export function ringSize(capacity: number): number {
+  if (!isRingCapacity(capacity)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ringSize(): capacity must be a power of two from ${RING_MIN_CAPACITY} to 2^30 bytes, got ${String(capacity)}`);
+  }
   return RING_HEADER_SIZE + capacity;
 }
 

@@ -1,6 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { endianness } from 'node:os';
-import { fail } from '../errors.js';
+import { abortError, fail, throwIfAborted } from '../errors.js';
 import { native } from '../native.js';
 import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
@@ -26,7 +26,7 @@ import {
   W_TAIL_LO,
   W_VERSION,
 } from './layout.js';
-import { DIRECT, forgetAbort, onAbort, pollDelay, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
+import { DIRECT, forgetAbort, isWaitStrategy, onAbort, pollDelay, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
 
 /** A sleep parked on a direct strategy: resolved from the wake callback. */
 interface Parked {
@@ -126,7 +126,7 @@ export async function whenFormatted(memory: ArrayBuffer, options: RingPlacement,
   const header = new Uint32Array(memory, offset, RING_HEADER_SIZE / 4);
   const start = performance.now();
   for (let delay = 1; ; delay = Math.min(50, delay * 2)) {
-    wait.signal?.throwIfAborted();
+    throwIfAborted(wait.signal);
     if (memory.byteLength === 0) fail('ERR_IVSHMEM_CLOSED', 'channel: the shared memory was unmapped (device closed) while waiting for the ring to be formatted');
     const magic = Atomics.load(header, W_MAGIC);
     if (magic === RING_MAGIC) return;
@@ -144,7 +144,7 @@ export async function whenFormatted(memory: ArrayBuffer, options: RingPlacement,
       }
       function aborted(): void {
         clearTimeout(timer);
-        reject(wait.signal!.reason);
+        reject(abortError(wait.signal!.reason));
       }
       wait.signal?.addEventListener('abort', aborted, { once: true });
     });
@@ -251,13 +251,7 @@ export function checkHeader(u32: Uint32Array, capacity: number, size: number): C
   const headerSize = u32[W_HEADER_SIZE]!;
   if (headerSize !== RING_HEADER_SIZE) return corrupt('headerSize', `header size ${headerSize}, expected ${RING_HEADER_SIZE}`);
   const cap = u32[W_CAPACITY]!;
-  if (
-    cap !== capacity ||
-    cap < RING_MIN_CAPACITY ||
-    cap > RING_MAX_CAPACITY ||
-    (cap & (cap - 1)) !== 0 ||
-    RING_HEADER_SIZE + cap > size
-  ) {
+  if (cap !== capacity || !isRingCapacity(cap) || RING_HEADER_SIZE + cap > size) {
     return corrupt('capacity', `capacity ${cap} is not a power of two ${RING_MIN_CAPACITY}..${RING_MAX_CAPACITY} fitting the ${size}-byte ring${cap !== capacity ? ` (it was ${capacity})` : ''}`);
   }
   const flags = u32[W_FLAGS]!;
@@ -312,6 +306,9 @@ export abstract class RingEnd<T> {
     this.codec = options.codec ?? (bytesCodec as unknown as Codec<T>);
     if (typeof this.codec.decode !== 'function' || (typeof this.codec.encode !== 'function' && (typeof this.codec.encodeInto !== 'function' || typeof this.codec.maxSize !== 'function'))) {
       fail('ERR_IVSHMEM_INVALID_ARGUMENT', 'channel: a codec needs decode() and either encode() or maxSize() with encodeInto()');
+    }
+    if (options.wait !== undefined && !isWaitStrategy(options.wait)) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: wait must be a WaitStrategy (deviceWaitStrategy() or pollingWaitStrategy()), got ${typeof options.wait === 'object' ? JSON.stringify(options.wait) : String(options.wait)}`);
     }
     this.strategy = options.wait ?? pollingWaitStrategy();
     const spin = options.spin ?? 20;
@@ -495,8 +492,8 @@ export abstract class RingEnd<T> {
   #park(ready: () => boolean, signal: AbortSignal | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const stop = this.#stop.signal;
-      if (stop.aborted) return reject(stop.reason);
-      if (signal?.aborted) return reject(signal.reason);
+      if (stop.aborted) return reject(abortError(stop.reason));
+      if (signal?.aborted) return reject(abortError(signal.reason));
       this.#announce();
       try {
         this.checkLive();
@@ -513,7 +510,7 @@ export abstract class RingEnd<T> {
         this.#direct!.park(this.#onWake);
         if (!this.#stopListened) {
           this.#stopListened = true;
-          stop.addEventListener('abort', () => this.#abortParked(null, stop.reason), { once: true });
+          stop.addEventListener('abort', () => this.#abortParked(null, abortError(stop.reason)), { once: true });
         }
       }
       this.#parked.add(parked);
@@ -577,7 +574,7 @@ export abstract class RingEnd<T> {
     const polling = (this.strategy as { [POLLING]?: PollingTimes })[POLLING];
     if (polling) return this.#poll(ready, both, since, polling);
     for (let attempt = 0; ; attempt++) {
-      both.throwIfAborted();
+      throwIfAborted(both);
       this.checkLive();
       const announce = this.strategy.wakes && !this.detached; // detached: the wait word is not ours to store
       if (announce) this.#announce();
@@ -587,6 +584,8 @@ export abstract class RingEnd<T> {
       } finally {
         if (announce) this.#unannounce();
       }
+      // The wake-up may be the device closing: its memory is gone, say so before looking.
+      this.checkLive();
       if (this.#strictly(ready)) return;
     }
   }
@@ -699,7 +698,7 @@ export abstract class RingEnd<T> {
       const look = (): void => {
         timer = immediate = undefined;
         try {
-          signal.throwIfAborted();
+          throwIfAborted(signal);
           this.checkLive();
           if (ready()) return done();
         } catch (error) {
@@ -713,7 +712,7 @@ export abstract class RingEnd<T> {
         else timer = setTimeout(look, pollDelay(idle, times.busy, times.maxDelay));
       };
       try {
-        signal.throwIfAborted();
+        throwIfAborted(signal);
         this.checkLive();
         if (ready()) return resolve();
       } catch (error) {

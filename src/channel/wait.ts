@@ -1,5 +1,5 @@
 import type { Device } from '../device/index.js';
-import { fail } from '../errors.js';
+import { abortError, fail } from '../errors.js';
 
 /**
  * How one end of a channel sleeps and wakes the other end. The channel calls `wait` only after
@@ -68,14 +68,14 @@ export function pollingWaitStrategy(options: PollingOptions = {}): WaitStrategy 
     wakes: false,
     notify() {},
     wait(signal, _attempt, since) {
-      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (signal?.aborted) return Promise.reject(abortError(signal.reason));
       return new Promise((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         let immediate: NodeJS.Immediate | undefined;
         const aborted = (): void => {
           if (timer) clearTimeout(timer);
           else clearImmediate(immediate!);
-          reject(signal!.reason);
+          reject(abortError(signal!.reason));
         };
         const done = (): void => {
           signal?.removeEventListener('abort', aborted);
@@ -126,8 +126,8 @@ export function pollDelay(idle: number, busy: number, maxDelay: number): number 
   return Math.min(maxDelay, Math.max(1, (idle - busy) / 4));
 }
 
-/** The part of a {@link Device} the doorbell strategy needs. */
-export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'> & Partial<Pick<Device, 'interruptFd'>>;
+/** The part of a {@link Device} the doorbell strategy needs (`vectors`, when known, is checked). */
+export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'> & Partial<Pick<Device, 'vectors' | 'interruptFd'>>;
 
 /** Options of {@link deviceWaitStrategy}. */
 export interface DeviceWaitOptions {
@@ -159,14 +159,16 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
   const { peer } = options;
   const vector = options.vector ?? 0;
   const recheck = options.recheck ?? 1000;
+  const vectors = device.vectors;
+  if (vectors === 0) fail('ERR_IVSHMEM_NO_DOORBELL', 'deviceWaitStrategy(): the device has no doorbell (a plain file?): use pollingWaitStrategy()');
   if (!Number.isInteger(peer) || peer < 0 || peer > 0xffff) {
-    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): peer must be the other end's peer ID 0..65535, got ${String(peer)}`);
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): peer must be an ivshmem peer ID 0..65535, got ${String(peer)}`);
   }
-  if (!Number.isInteger(vector) || vector < 0 || vector > 255) {
-    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): vector must be an integer 0..255, got ${String(vector)}`);
+  if (!Number.isInteger(vector) || vector < 0 || vector > 255 || (vectors !== undefined && vector >= vectors)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): vector must be an integer 0..${vectors === undefined ? 255 : vectors - 1}, got ${String(vector)}`);
   }
-  if (!(recheck >= 0 && recheck !== Infinity)) {
-    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): recheck must be a finite number of milliseconds >= 0 (0: never), got ${String(recheck)}`);
+  if (typeof recheck !== 'number' || !(recheck >= 0 && recheck <= 0x7fffffff)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `deviceWaitStrategy(): recheck must be a number of milliseconds 0..2147483647 (0: never), got ${String(recheck)}`);
   }
   // One 'interrupt' listener kept while waits keep coming, instead of waitInterrupt(): that
   // starts and stops watching the eventfd on every wait, a cost paid on every wake-up. The
@@ -226,7 +228,7 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
     notify: () => device.ring(peer, vector),
     blocking: { fd: () => device.interruptFd?.(vector) ?? -1, recheck },
     wait(signal) {
-      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (signal?.aborted) return Promise.reject(abortError(signal.reason));
       lastWait = performance.now();
       if (!listening) listen();
       return new Promise((resolve, reject) => {
@@ -286,7 +288,8 @@ export function onAbort(signal: AbortSignal, callback: (reason: unknown) => void
     signal.addEventListener(
       'abort',
       () => {
-        for (const call of set) call(signal.reason);
+        const reason = abortError(signal.reason);
+        for (const call of set) call(reason);
         set.clear();
       },
       { once: true },
@@ -298,4 +301,10 @@ export function onAbort(signal: AbortSignal, callback: (reason: unknown) => void
 /** @internal */
 export function forgetAbort(signal: AbortSignal, callback: (reason: unknown) => void): void {
   aborts.get(signal)?.delete(callback);
+}
+
+/** @internal True for an object that can be a channel end's {@link WaitStrategy}. */
+export function isWaitStrategy(value: unknown): value is WaitStrategy {
+  const s = value as WaitStrategy | null;
+  return typeof s === 'object' && s !== null && typeof s.notify === 'function' && typeof s.wait === 'function' && typeof s.wakes === 'boolean';
 }

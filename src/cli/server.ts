@@ -23,7 +23,7 @@ const specs: FlagSpec[] = [
 export const serverHelp = `ivshmem server [options]: a QEMU-compatible ivshmem-server
 
 QEMU connects with: -chardev socket,path=SOCKET,id=c0 -device ivshmem-doorbell,chardev=c0,vectors=N
-Host programs connect with connect(SOCKET) from the ivshmem package.
+Host programs connect with connect(SOCKET) from the ivshmem package (with -M/-m, whose memory\ncannot be sealed, connect(SOCKET, { sealedMemory: 'warn' }): only among peers that trust each other).
 
 ${flagHelp(specs)}`;
 
@@ -36,9 +36,12 @@ function shmPath(flags: Record<string, string | true>): string | undefined {
   return name.includes('/') ? name : `/dev/shm/${name}`;
 }
 
-// '660', '0660', '0o660' → 0o660; anything else NaN, which listen() refuses naming the mode.
-function octal(text: string): number {
-  return /^(0o?)?[0-7]{1,4}$/.test(text) ? parseInt(text.replace(/^0o?/, '') || '0', 8) : Number.NaN;
+// '660', '0660', '0o660' → 0o660; anything else is refused here, as typed and named as the flag.
+function octalMode(text: string): number {
+  if (!/^(0o?)?[0-7]{1,4}$/.test(text)) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem server: --mode must be octal permission bits 0..7777 (e.g. 600, 0660), got '${text}'`);
+  }
+  return parseInt(text.replace(/^0o?/, '') || '0', 8);
 }
 
 function stamp(): string {
@@ -61,7 +64,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     reuseShm: flags['reuse-shm'] === true,
     keepShm: flags['keep-shm'] === true,
     maxPeers: flags['max-peers'] === undefined ? undefined : Number(flags['max-peers']),
-    mode: flags.mode === undefined ? undefined : octal(flags.mode as string),
+    mode: flags.mode === undefined ? undefined : octalMode(flags.mode as string),
   });
   server.on('log', (line) => console.log(`${stamp()} ${line}`));
   if (flags.verbose) {

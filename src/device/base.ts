@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { fail, ivshmemError, IvshmemError, type ErrnoCode } from '../errors.js';
+import { abortError, fail, ivshmemError, IvshmemError, throwIfAborted, type ErrnoCode } from '../errors.js';
 import { native, type NativeWatcher } from '../native.js';
 import type { Backend, Device, DeviceEvents, Interrupt, InterruptOptions } from './types.js';
 
@@ -96,7 +96,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
       return Promise.reject(error);
     }
     const { signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason));
     if (source.failure) return Promise.reject(source.failure);
     return new Promise<number>((resolve, reject) => {
       const done = (count: number, error?: Error): void => {
@@ -113,7 +113,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
         source.waiters.delete(done);
         this.#closeWaiters.delete(closed);
         this.#update();
-        reject(signal!.reason);
+        reject(abortError(signal!.reason));
       };
       source.waiters.add(done);
       this.#closeWaiters.add(closed);
@@ -139,7 +139,7 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     signal?.addEventListener('abort', onEnd);
     try {
       for (;;) {
-        signal?.throwIfAborted();
+        throwIfAborted(signal);
         const next = queue.shift();
         if (next) {
           yield next;

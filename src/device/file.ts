@@ -3,6 +3,7 @@ import { fail, withPath } from '../errors.js';
 import { openNoFollow } from '../files.js';
 import { native } from '../native.js';
 import { DeviceBase } from './base.js';
+import { checkMappable, mapRegion } from '../mapping.js';
 
 /** Options of {@link openFile}. */
 export interface OpenFileOptions {
@@ -67,6 +68,7 @@ export function openFile(path: string, options: OpenFileOptions = {}): FileDevic
   if (size !== undefined && (!Number.isSafeInteger(size) || size <= 0)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): size must be a positive integer number of bytes, got ${String(size)}`, { path });
   }
+  if (size !== undefined) checkMappable(size, path);
   if (create && readOnly) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): create and readOnly exclude each other`, { path });
 
   if (create && size === undefined) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `openFile('${path}'): create needs a size`, { path });
@@ -88,7 +90,7 @@ export function openFile(path: string, options: OpenFileOptions = {}): FileDevic
     if (length > fileSize) {
       fail('ERR_IVSHMEM_SIZE', `openFile('${path}'): size ${length} is larger than the file (${fileSize} bytes)`, { path });
     }
-    const memory = native.map(fd, 0, length, !readOnly, path);
+    const memory = mapRegion(fd, 0, length, !readOnly, path);
     return new FileDevice(path, memory);
   } catch (error) {
     throw withPath(error, path);

@@ -1,4 +1,4 @@
-import { fail, ivshmemError, IvshmemError } from '../errors.js';
+import { abortError, fail, ivshmemError, IvshmemError, throwIfAborted } from '../errors.js';
 import { native } from '../native.js';
 import { checkSealedMemoryPolicy, ClientHandshake, isPeerId, isVectorCount, MAX_VECTORS, MessageSocket, type SealedMemoryPolicy } from '../protocol/index.js';
 import { DeviceBase } from './base.js';
@@ -10,16 +10,17 @@ export interface ConnectOptions {
    * that many of our own eventfds; otherwise 20 ms after the last of them.
    */
   vectors?: number;
-  /** Gives up on a server that does not finish the setup in time (default 10 s). */
+  /** Milliseconds after which a server that has not finished the setup is given up on: an integer 1..2^31-1 (default 10 s). */
   timeout?: number;
   /** Aborts connecting. */
   signal?: AbortSignal;
   /**
    * What to do with shared memory that is not sealed against shrinking (any peer could truncate
-   * it and kill every process that mapped it with SIGBUS): `'require'` refuses it
-   * (`ERR_IVSHMEM_UNSEALED_MEMORY`), `'warn'` (default) maps it and emits a process warning
-   * (`IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it. Our server seals its memory unless given a
-   * file (`shm`); QEMU's contrib server does not.
+   * it and kill every process that mapped it with SIGBUS): `'require'` (default) refuses it
+   * (`ERR_IVSHMEM_UNSEALED_MEMORY`), `'warn'` maps it and emits a process warning
+   * (`IVSHMEM_UNSEALED_MEMORY`), `'ignore'` maps it. `'warn'` and `'ignore'` do not protect
+   * against a hostile server or peer: use them only among peers you trust. Our server seals its
+   * memory unless given a file (`shm`, `-M`/`-m`); QEMU's contrib server does not.
    */
   sealedMemory?: SealedMemoryPolicy;
 }
@@ -137,6 +138,8 @@ export class ServerPeerDevice extends DeviceBase {
 }
 
 const QUIET_MS = 20;
+// The longest delay setTimeout() keeps (a longer one fires at once).
+const MAX_TIMER = 2 ** 31 - 1;
 
 /**
  * Connects to an ivshmem-server as a host-side peer.
@@ -155,7 +158,10 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
   if (vectors !== undefined && !isVectorCount(vectors)) {
     fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): vectors must be an integer 1..${MAX_VECTORS}, got ${String(vectors)}`);
   }
-  signal?.throwIfAborted();
+  if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1 || timeout > MAX_TIMER) {
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `connect(): timeout must be an integer number of milliseconds 1..${MAX_TIMER}, got ${String(timeout)}`);
+  }
+  throwIfAborted(signal);
   const fd = native.socketConnect(socketPath);
 
   return new Promise<ServerPeerDevice>((resolve, reject) => {
@@ -223,7 +229,7 @@ export async function connect(socketPath: string, options: ConnectOptions = {}):
       () => failSetup(ivshmemError('ERR_IVSHMEM_TIMEOUT', `the server at '${socketPath}' did not finish the setup within ${timeout} ms`, { path: socketPath })),
       timeout,
     );
-    const aborted = (): void => failSetup(signal!.reason);
+    const aborted = (): void => failSetup(abortError(signal!.reason));
     signal?.addEventListener('abort', aborted, { once: true });
     socket.start();
   });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fail, withPath } from '../errors.js';
 import { native, type Native } from '../native.js';
 import { DeviceBase } from './base.js';
+import { mapRegion } from '../mapping.js';
 import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, doorbellValue, doorbellWriter } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 
@@ -108,7 +109,7 @@ function mapResource(native: SysfsNative, path: string): ArrayBuffer {
   try {
     const size = native.fstat(fd, path).size;
     if (size === 0) fail('ERR_IVSHMEM_SIZE', `${path} is empty: the BAR is not assigned`, { path });
-    return native.map(fd, 0, size, true, path);
+    return mapRegion(fd, 0, size, true, path, native);
   } catch (error) {
     throw withPath(error, path);
   } finally {

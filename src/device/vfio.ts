@@ -2,6 +2,7 @@ import { constants, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail, ivshmemError, IvshmemError, withPath } from '../errors.js';
 import { DeviceBase } from './base.js';
+import { mapRegion } from '../mapping.js';
 import { IVPOSITION, DOORBELL, PCI_COMMAND, PCI_COMMAND_MEMORY, PCI_COMMAND_MASTER, doorbellValue, doorbellWriter } from './registers.js';
 import { resolveDevice, type ListDevicesOptions, type PciDeviceInfo } from './discover.js';
 import { bindDriver, checkIommu, groupOf } from './vfio-bind.js';
@@ -146,7 +147,7 @@ export function openVfioOn(sys: VfioSystem, address?: string, options: OpenVfioO
     if (!(bar2.flags & native.vfio.REGION_INFO_FLAG_MMAP) || bar2.size === 0) {
       throw ivshmemError('ERR_IVSHMEM_SIZE', `${info.address}: BAR2 (the shared memory) cannot be mapped through VFIO`, { path: info.address });
     }
-    memory = native.map(deviceFd, bar2.offset, bar2.size, true, info.address);
+    memory = mapRegion(deviceFd, bar2.offset, bar2.size, true, info.address, native);
     const interruptFds = wireInterrupts(native, deviceFd, info.address, undo);
     // From here the device owns everything: DeviceBase closes the eventfds, release() the rest.
     try {
@@ -202,7 +203,7 @@ function openRegisters(native: VfioNative, deviceFd: number, address: string): R
   const bar0 = native.vfioDeviceGetRegionInfo(deviceFd, native.vfio.PCI_BAR0_REGION_INDEX, address);
   if (bar0.size < 16) throw ivshmemError('ERR_IVSHMEM_SIZE', `${address}: BAR0 (registers) is missing`, { path: address });
   if (bar0.flags & native.vfio.REGION_INFO_FLAG_MMAP) {
-    const regs = native.map(deviceFd, bar0.offset, bar0.size, true, address);
+    const regs = mapRegion(deviceFd, bar0.offset, bar0.size, true, address, native);
     const ringDoorbell = doorbellWriter(regs, native);
     return {
       read32: (offset) => native.read32(regs, offset),

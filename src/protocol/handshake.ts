@@ -1,4 +1,5 @@
 import { ivshmemError, type IvshmemError } from '../errors.js';
+import { mapRegion } from '../mapping.js';
 import { native } from '../native.js';
 import { isPeerId, MAX_VECTORS, PROTOCOL_VERSION } from './limits.js';
 import { checkServerMemory, type SealedMemoryPolicy } from './memory-seals.js';
@@ -46,7 +47,7 @@ export class ClientHandshake {
    * `vectors`: when known, setup ends exactly after that many of our own eventfds.
    * `sealedMemory`: what to do with memory that is not sealed (see {@link SealedMemoryPolicy}).
    */
-  constructor(socketPath: string, vectors?: number, sealedMemory: SealedMemoryPolicy = 'warn') {
+  constructor(socketPath: string, vectors?: number, sealedMemory: SealedMemoryPolicy = 'require') {
     this.#path = socketPath;
     this.#vectors = vectors;
     this.#sealedMemory = sealedMemory;
@@ -118,7 +119,7 @@ export class ClientHandshake {
         if (value !== SHM_MESSAGE || fd < 0) this.#violation(`expected the shared-memory fd (-1 with an fd), got ${text}${fd < 0 ? ' without an fd' : ''}`);
         // Seals and size are checked before mapping: memory another peer can shrink is SIGBUS.
         const size = checkServerMemory(fd, this.#path, this.#sealedMemory);
-        this.#memory = native.map(fd, 0, size, true, this.#path);
+        this.#memory = mapRegion(fd, 0, size, true, this.#path);
         native.close(fd);
         this.#stage = 'peers';
         return 'more';

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { lstatSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { totalmem } from 'node:os';
 import { fail, IvshmemError } from '../errors.js';
 import { checkMode, OWNER_ONLY } from '../files.js';
 import { native, type NativeWatcher } from '../native.js';
@@ -11,7 +12,7 @@ import { fileMemory, sealedMemory, type ServerMemory } from './memory.js';
 export interface ServerOptions {
   /** The UNIX socket QEMU and host peers connect to. */
   socket: string;
-  /** Shared-memory size in bytes; rounded up to a power of two (PCI BARs are), at least 4 KiB. Default 4 MiB. */
+  /** Shared-memory size in bytes; rounded up to a power of two (PCI BARs are), at least 4 KiB, at most the machine's memory. Default 4 MiB. */
   size?: number;
   /** Interrupt vectors per peer, 1..64. Default 1. */
   vectors?: number;
@@ -150,12 +151,17 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     }
     const asked = options.size ?? DEFAULT_SIZE;
     const size = roundShmSize(asked);
+    // Every byte may be touched by some peer and must then be backed: more than the machine has
+    // is a mistake (a unit typed wrong), and the kernel would answer it with SIGBUS or the OOM killer.
+    if (size > totalmem()) {
+      fail('ERR_IVSHMEM_SIZE', `IvshmemServer.listen(): size ${size} is more than this machine's memory (${totalmem()} bytes)`);
+    }
     const logs: string[] = [];
     if (size !== asked) logs.push(`size ${asked} is not a power of two: using ${size} bytes`);
 
     const memory = options.shm === undefined ? sealedMemory(size) : fileMemory(options.shm, size, { reuse: options.reuseShm ?? false, mode });
     if (!memory.created) logs.push(`reusing the existing contents of ${memory.path} (reuseShm)`);
-    if (!memory.sealed) logs.push(`${memory.path} is a named file: any peer can truncate it and crash the others (SIGBUS); without -M/--shm the memory is sealed`);
+    if (!memory.sealed) logs.push(`${memory.path} is a named file: any peer can truncate it and crash the others (SIGBUS); without -M/--shm the memory is sealed, and connect() refuses this one unless given sealedMemory: 'warn'`);
     let listenFd: number;
     try {
       removeStaleSocket(options.socket);

@@ -56,12 +56,13 @@ function handPeer(bus: Bus, dev: FileDevice, period: number): { beat(): void; ev
 
 describe('heartbeats', () => {
   for (const [peerPeriod, observerPeriod] of [[100, 100], [100, 1000], [1000, 100], [10, 10]] as const) {
-    it(`a peer (period ${peerPeriod} ms) whose one beat comes up to 3 periods late is not evicted (observer period ${observerPeriod} ms)`, async () => {
+    it(`a peer (period ${peerPeriod} ms) silent for 3 periods once (one beat 2 periods late) is not evicted (observer period ${observerPeriod} ms)`, async () => {
       const { bus, dev, downs } = await observer(observerPeriod);
       const peer = handPeer(bus, dev, peerPeriod);
       await peer.live(2 * Math.max(observerPeriod, peerPeriod));
       expect(bus.peers.map((p) => p.name)).toEqual(['paused']);
-      // One pause of three periods (two beats missed, the third on time), then regular beats.
+      // One gap of three periods since the last beat (two beats missed, the next one 2 periods
+      // late), then regular beats.
       await vi.advanceTimersByTimeAsync(3 * peerPeriod);
       peer.beat();
       await peer.live(5 * peerPeriod);

@@ -38,7 +38,7 @@ describe('ivshmem server', () => {
     expect(out).toContain(`/dev/shm/${name}, 3 vector(s) per peer`);
     expect(readFileSync(pidfile, 'utf8').trim()).toBe(String(proc.pid));
 
-    const dev = await connect(socket);
+    const dev = await connect(socket, { sealedMemory: 'warn' }); // -M: a named file, never sealed
     expect(dev.vectors).toBe(3);
     expect(dev.size).toBe(8192);
     await until(() => /peer 0 connected/.test(out), 'the connect line');
@@ -61,6 +61,12 @@ describe('ivshmem server', () => {
     expect((err as { stderr: string }).stderr.trim()).toBe('ivshmem: vectors must be an integer 1..64, got 100');
     const bad = await run(process.execPath, [cli, 'server', '--bogus']).catch((e: { stderr: string }) => e);
     expect((bad as { stderr: string }).stderr).toMatch(/unknown option --bogus/);
+  });
+
+  it('a --mode that is not octal is named as --mode and echoed as typed', async () => {
+    const err = await run(process.execPath, [cli, 'server', '-S', shmPath('x'), '--mode', 'rw']).catch((e: { code: number; stderr: string }) => e);
+    expect(err).toMatchObject({ code: 1 });
+    expect((err as { stderr: string }).stderr.trim()).toBe("ivshmem server: --mode must be octal permission bits 0..7777 (e.g. 600, 0660), got 'rw'");
   });
 
   it('parses sizes with K, M and G suffixes', () => {

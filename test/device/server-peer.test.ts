@@ -30,6 +30,12 @@ async function server(options: { vectors?: number } = {}): Promise<IvshmemServer
   return s;
 }
 
+function plainMemfd(size = 4096): number {
+  const fd = native.memfdCreate('test');
+  native.ftruncate(fd, size);
+  return fd;
+}
+
 function sealedMemfd(size = 4096): number {
   const fd = native.memfdCreateSealable('test');
   native.ftruncate(fd, size);
@@ -112,20 +118,28 @@ describe('the memory a client is handed (issue 11, defect 2)', () => {
   const greeting = (shm: 'shm'): Step[] => [{ value: 0 }, { value: 1 }, { value: -1, fd: shm }, { value: 1, fd: 'eventfd' }];
 
   it('refuses unsealed memory with sealedMemory: "require", before mapping it', async () => {
-    const path = scripted(greeting('shm'));
+    const path = scripted(greeting('shm'), { shm: plainMemfd() });
     await expect(connect(path, { vectors: 1, sealedMemory: 'require' })).rejects.toMatchObject({
       code: 'ERR_IVSHMEM_UNSEALED_MEMORY',
       message: expect.stringMatching(/can shrink it/),
     });
   });
 
-  it('warns about unsealed memory by default, and connects', async () => {
-    const path = scripted(greeting('shm'));
+  it('refuses unsealed memory by default, saying what is wrong and what to do', async () => {
+    const path = scripted(greeting('shm'), { shm: plainMemfd() });
+    await expect(connect(path, { vectors: 1 })).rejects.toMatchObject({
+      code: 'ERR_IVSHMEM_UNSEALED_MEMORY',
+      message: expect.stringMatching(/SIGBUS.*without -M\/--shm.*sealedMemory: 'warn'/s),
+    });
+  });
+
+  it("with sealedMemory: 'warn', warns about unsealed memory and connects", async () => {
+    const path = scripted(greeting('shm'), { shm: plainMemfd() });
     const warnings: Error[] = [];
     const onWarning = (w: Error): void => void warnings.push(w);
     process.on('warning', onWarning);
     cleanup.push(() => void process.off('warning', onWarning));
-    const dev = await connect(path, { vectors: 1 });
+    const dev = await connect(path, { vectors: 1, sealedMemory: 'warn' });
     cleanup.push(() => dev.close());
     await new Promise((r) => setImmediate(r));
     expect(warnings.map((w) => (w as Error & { code?: string }).code)).toContain('IVSHMEM_UNSEALED_MEMORY');

@@ -1,4 +1,4 @@
-import { readlinkSync, rmSync } from 'node:fs';
+import { existsSync, readlinkSync, rmSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -210,4 +210,38 @@ describe('worker threads', () => {
     dev.close();
   });
 
+});
+
+describe('file modes and seals are checked as numbers before any cast', () => {
+  it('socketListen refuses a mode beyond 0o7777 (2^31, 2^32 + 0o777) and creates no socket file', () => {
+    for (const mode of [2 ** 31, 2 ** 32 + 0o777, 0o10000]) {
+      const sockPath = shmPath('mode');
+      cleanup.push(sockPath);
+      expect(() => native.socketListen(sockPath, 128, mode)).toThrow(/mode must be an integer 0\.\.0o7777/);
+      expect(existsSync(sockPath)).toBe(false);
+    }
+  });
+
+  it('fchmod refuses 2^32 + 0o777 instead of applying 0o777', () => {
+    const fd = native.memfdCreateSealable('fchmod');
+    try {
+      native.fchmod(fd, 0o600);
+      expect(() => native.fchmod(fd, 2 ** 32 + 0o777)).toThrow(/mode must be an integer 0\.\.0o7777/);
+      expect(() => native.fchmod(fd, 2 ** 31)).toThrow(/mode must be an integer 0\.\.0o7777/);
+      expect(native.fstat(fd).mode & 0o7777).toBe(0o600);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it('addSeals refuses bits beyond the known F_SEAL_* seals (2^32 + F_SEAL_SHRINK is not F_SEAL_SHRINK)', () => {
+    const fd = native.memfdCreateSealable('seals');
+    try {
+      expect(() => native.addSeals(fd, 2 ** 32 + native.seals.SHRINK)).toThrow(/seals must be/);
+      expect(() => native.addSeals(fd, 2 ** 31)).toThrow(/seals must be/);
+      expect(native.getSeals(fd)).toBe(0);
+    } finally {
+      native.close(fd);
+    }
+  });
 });

@@ -5,9 +5,11 @@ import { native } from '../../src/native.js';
 import { ClientHandshake, MAX_VECTORS } from '../../src/protocol/index.js';
 import { openFdCount } from '../helpers.js';
 
+// Sealed as our server seals its memory: an unsealed one is refused by default.
 function memfd(size: number): number {
-  const fd = native.memfdCreate('handshake');
+  const fd = native.memfdCreateSealable('handshake');
   native.ftruncate(fd, size);
+  native.addSeals(fd, native.seals.SHRINK | native.seals.GROW | native.seals.SEAL);
   return fd;
 }
 

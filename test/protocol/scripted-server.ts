@@ -26,15 +26,16 @@ function int64(value: number | bigint): Uint8Array {
 
 /**
  * Serves one client with `steps`, writing synchronously (the messages are tiny). `shm` is the
- * memory fd to hand out (default: a plain 4 KiB memfd).
+ * memory fd to hand out (default: a 4 KiB memfd sealed as our server seals it).
  */
 export function scriptedServer(steps: Step[], options: { shm?: number } = {}): Script {
   const path = shmPath('proto');
   const listener = native.socketListen(path);
   let shm = options.shm;
   if (shm === undefined) {
-    shm = native.memfdCreate('proto');
+    shm = native.memfdCreateSealable('proto');
     native.ftruncate(shm, 4096);
+    native.addSeals(shm, native.seals.SHRINK | native.seals.GROW | native.seals.SEAL);
   }
   const opened: number[] = [listener, shm];
   const watcher = new native.Watcher(listener, () => {

@@ -127,13 +127,13 @@ async function clients(socket: string, count: number): Promise<ReadingClient[]> 
   return all;
 }
 
-// `count` reading clients and `idle` that read nothing, all connected at once, then all gone.
-async function wave(socket: string, count: number, idle = 0): Promise<void> {
+// `count` reading clients and `idle` that read nothing, all connected at once (the server serves
+// them all, beside the `staying` it had), then all gone.
+async function wave(server: ServerProcess, count: number, idle = 0, staying = 0): Promise<void> {
   const idlers: number[] = [];
-  while (idlers.length < idle) idlers.push(await connectRaw(socket));
-  const all = await clients(socket, count);
-  // Let the server welcome them all and let them read, then all leave at once.
-  await new Promise((r) => setTimeout(r, 200));
+  while (idlers.length < idle) idlers.push(await connectRaw(server.socket));
+  const all = await clients(server.socket, count);
+  await server.settled(staying + count + idle);
   for (const c of all) c.close();
   for (const fd of idlers) native.close(fd);
 }
@@ -147,7 +147,7 @@ describe('server resources over repeated waves of clients', () => {
     const baseline = await server.settled(1);
     const fds: number[] = [];
     for (let w = 0; w < 4; w++) {
-      await wave(server.socket, 100);
+      await wave(server, 100, 0, 1);
       fds.push((await server.settled(1)).fds);
     }
     expect(fds).toEqual([baseline.fds, baseline.fds, baseline.fds, baseline.fds]);
@@ -186,17 +186,20 @@ describe('server resources over repeated waves of clients', () => {
     await server.ready();
     const after: Stats[] = [];
     for (let w = 0; w < 10; w++) {
-      await wave(server.socket, 280, 20);
+      await wave(server, 280, 20);
       after.push(await server.settled(0));
     }
     const mb = (n: number): number => Math.round(n / 2 ** 20);
-    console.log('RSS per wave (MB):', after.map((s) => mb(s.rss)).join(' '), '| heap used (MB):', after.map((s) => mb(s.heapUsed)).join(' '), '| heap total (MB):', after.map((s) => mb(s.heapTotal)).join(' '), '| fds:', after.map((s) => s.fds).join(' '));
+    console.log('RSS per wave (MB):', after.map((s) => mb(s.rss)).join(' '), '| RSS beside the heap (MB):', after.map((s) => mb(s.rss - s.heapTotal)).join(' '), '| heap used (MB):', after.map((s) => mb(s.heapUsed)).join(' '), '| heap total (MB):', after.map((s) => mb(s.heapTotal)).join(' '), '| fds:', after.map((s) => s.fds).join(' '));
     expect(new Set(after.map((s) => s.fds)).size).toBe(1);
     // What the collector cannot free is leaked: 1 KB per client would be 2.7 MB over waves 2..10.
     expect(after.at(-1)!.heapUsed - after[1]!.heapUsed).toBeLessThan(2 ** 20);
-    // RSS: V8's heap and the allocator's arenas grow to a working size over the first waves and
-    // keep it (a plateau: 57 → 86 MB by wave 15, then flat to wave 30 here), while what is in use
-    // stays flat (above). Runaway growth, as with a queued buffer per message, doubles it.
-    expect(after.at(-1)!.rss).toBeLessThanOrEqual(2 * after[0]!.rss);
+    // RSS beside V8's heap (whose use is checked above; V8 grows its reservation in a step, 14 →
+    // 22 MB by wave 5 here, and RSS follows a wave later): the allocator's arenas grow to a
+    // working size over the first waves and keep it (43 → 48 MB, then ±1 MB). So a late wave is
+    // compared with one past the growth, not with the first: a plateau passes, a native leak of
+    // 3 KB per client (3.5 MB over waves 7..10) fails.
+    const beside = (s: Stats): number => s.rss - s.heapTotal;
+    expect(beside(after[9]!) - beside(after[5]!)).toBeLessThan(3 * 2 ** 20);
   }, 300_000);
 });

@@ -70,6 +70,9 @@ describe('lab cleanup', () => {
       expect('signal' in expected ? signal : code).toBe('signal' in expected ? expected.signal : expected.code);
       expect(qemuSeen).toBeGreaterThan(0);
       expect(await gone(paths.dir)).toEqual([]);
+      // The lab's server memory is a named file (shared with plain devices), so its absence means
+      // something; a sealed memfd's /proc/PID/fd/N path would vanish with the process anyway.
+      expect(paths.serverShm).toMatch(/^\/dev\/shm\//);
       for (const path of [paths.dir, paths.socket, paths.shm, paths.serverShm]) expect(existsSync(path), path).toBe(false);
     }, 60_000);
   }

@@ -34,6 +34,25 @@ export type GuestDevice =
       size: number;
     };
 
+/**
+ * A guest's end of a point-to-point virtio-net link to another guest. QEMU carries the frames
+ * over a host socket of its own (a Unix socket, or loopback TCP where `-netdev stream` is
+ * missing): nothing reaches a host network.
+ */
+export interface GuestNet {
+  /** The lab's name for the link. */
+  link: string;
+  /** `stream`: `-netdev stream` over a Unix socket (QEMU 7.2+); `socket`: `-netdev socket` on 127.0.0.1. */
+  backend: 'stream' | 'socket';
+  /** The first guest of a link listens, the second connects. */
+  role: 'listen' | 'connect';
+  /** The Unix socket's path (`stream`) or the loopback port (`socket`). */
+  endpoint: string;
+  /** The guest's address on eth0, e.g. `10.0.0.1/24`. */
+  address: string;
+  mac: string;
+}
+
 /** What QEMU needs to boot one guest. */
 export interface BootSpec {
   name: string;
@@ -43,7 +62,11 @@ export interface BootSpec {
   iommu: boolean;
   devices: GuestDevice[];
   jobDir: string;
+  net?: GuestNet;
 }
+
+/** The PCI slot of the virtio-net device: clear of the ivshmem devices' slots (0x10 on). */
+export const NET_SLOT = '0f';
 
 /** A script for a guest to run: the host's node runs it in the guest, with the host's files. */
 export interface GuestJob {
@@ -88,6 +111,7 @@ export function qemuArgs(spec: BootSpec): string[] {
   const machine = spec.iommu ? 'q35,kernel-irqchip=split' : 'q35';
   const append = ['console=ttyS0', 'quiet', 'panic=-1', `labjob=${spec.jobDir}`];
   if (spec.iommu) append.push('intel_iommu=on');
+  if (spec.net) append.push(`labnet=${spec.net.address}`);
   const args = [
     '-accel', spec.accel, '-M', machine, '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
     '-smp', '1', '-m', String(spec.memoryMb),
@@ -109,7 +133,17 @@ export function qemuArgs(spec: BootSpec): string[] {
       args.push('-device', `ivshmem-plain,memdev=ivm${i},${addr}`);
     }
   });
+  if (spec.net) args.push(...netArgs(spec.net));
   return args;
+}
+
+function netArgs(net: GuestNet): string[] {
+  const listen = net.role === 'listen';
+  const backend =
+    net.backend === 'stream'
+      ? `stream,id=net0,server=${listen ? 'on' : 'off'},addr.type=unix,addr.path=${net.endpoint}`
+      : `socket,id=net0,${listen ? 'listen' : 'connect'}=127.0.0.1:${net.endpoint}`;
+  return ['-netdev', backend, '-device', `virtio-net-pci,netdev=net0,mac=${net.mac},addr=${NET_SLOT}`];
 }
 
 /** The PCI address the lab gives a guest's `index`-th ivshmem device. */

@@ -38,10 +38,11 @@
  *
  * @packageDocumentation
  */
-export { prepareLab, findLabImage, defaultCacheDir, type PrepareLabOptions, type LabImage } from './prepare.js';
+export { prepareLab, findLabImage, imageIsCurrent, defaultCacheDir, type PrepareLabOptions, type LabImage } from './prepare.js';
 export { sweepLeftovers } from './leftovers.js';
-export { startLab, Lab, type LabGuest, type LabOptions, type LabGuestConfig, type LabDeviceConfig, type LabServerConfig } from './lab.js';
-export { describeFailure, qemuArgs, type GuestJob, type GuestResult, type GuestDevice, type BootSpec } from './guest.js';
+export { startLab, Lab, type LabGuest, type LabOptions, type LabGuestConfig, type LabDeviceConfig, type LabServerConfig, type LabNetConfig } from './lab.js';
+export { describeFailure, qemuArgs, type GuestJob, type GuestResult, type GuestDevice, type GuestNet, type BootSpec } from './guest.js';
+export { detectNetBackend, type NetBackend } from './net.js';
 export { detectAccel, type Accel } from './accel.js';
 export { LabError } from './errors.js';
 export { guestDevices } from './guest-env.js';

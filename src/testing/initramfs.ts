@@ -27,6 +27,11 @@ exec </dev/console >/dev/console 2>&1
 say() { echo "${INIT_TAG} $*"; }
 die() { say "FAILED: $*"; sync; poweroff -f; sleep 10; }
 modprobe -a ${MODULES.join(' ')} || say "some modules did not load"
+ip link set lo up
+# labnet=ADDRESS/PREFIX: the guest's end of a point-to-point virtio-net link (one NIC, eth0).
+if [ -n "$labnet" ]; then
+  ip addr add "$labnet" dev eth0 && ip link set eth0 up || die "cannot give eth0 the address $labnet (is virtio_net in the image? run ivshmem lab prepare)"
+fi
 job="$labjob"
 [ -n "$job" ] || die "no labjob= on the kernel command line"
 mkdir -p /host /upper /newroot
@@ -60,9 +65,12 @@ const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFCHR = 0o020000;
 
-/** A key for the initramfs contents we generate: a changed /init means a new archive. */
-export function initramfsKey(): string {
-  return createHash('sha256').update(INIT).update(MODULES.join(',')).digest('hex').slice(0, 12);
+/**
+ * A key for the initramfs contents we generate: a changed /init, or modules added to the image
+ * (`imageModules`, what its image.json records), means a new archive.
+ */
+export function initramfsKey(imageModules = ''): string {
+  return createHash('sha256').update(INIT).update(MODULES.join(',')).update(`\0${imageModules}`).digest('hex').slice(0, 12);
 }
 
 /** Builds the gzip-compressed newc archive from busybox and a modules tree (`lib/modules/…`). */

@@ -5,12 +5,23 @@ import { dirname, join } from 'node:path';
 import { LabError } from './errors.js';
 import { have, run } from './exec.js';
 
-/** What the initramfs loads: 9p and overlay for the root, VFIO for user-space MSI-X. */
-export const MODULES = [
-  'virtio', 'virtio_ring', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci',
-  '9pnet', '9pnet_virtio', 'netfs', 'fscache', '9p', 'overlay',
-  'vfio', 'vfio_iommu_type1', 'vfio_virqfd', 'irqbypass', 'vfio-pci-core', 'vfio-pci',
-];
+/**
+ * The module sets the initramfs loads: 9p and overlay for the root, VFIO for user-space MSI-X,
+ * virtio-net for a network link between guests.
+ */
+export const MODULE_SETS = {
+  base: ['virtio', 'virtio_ring', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', '9pnet', '9pnet_virtio', 'netfs', 'fscache', '9p', 'overlay'],
+  vfio: ['vfio', 'vfio_iommu_type1', 'vfio_virqfd', 'irqbypass', 'vfio-pci-core', 'vfio-pci'],
+  net: ['failover', 'net_failover', 'virtio_net'],
+} as const;
+
+/** Every module the initramfs loads, in load order. */
+export const MODULES: readonly string[] = [...MODULE_SETS.base, ...MODULE_SETS.vfio, ...MODULE_SETS.net];
+
+/** The modules a prepared image holds, as recorded in its image.json. */
+export function modulesKey(modules: readonly string[] = MODULES): string {
+  return [...modules].sort().join(',');
+}
 
 /** The versioned kernel package the `linux-image-amd64` metapackage depends on. */
 export async function kernelPackage(metapackage = 'linux-image-amd64'): Promise<string> {
@@ -84,7 +95,7 @@ function decompressors(): Array<[string, string[]]> {
  * Copies the modules the guest needs, with their dependencies, into `target`
  * (`lib/modules/<version>/…`) and writes a modules.dep for busybox modprobe there.
  */
-export async function copyModules(root: string, version: string, target: string): Promise<void> {
+export async function copyModules(root: string, version: string, target: string, modules: readonly string[] = MODULES): Promise<void> {
   const source = join(root, 'lib', 'modules', version);
   // The .deb ships no modules.dep; the host's kmod cannot read busybox's index, so busybox both
   // writes it here and reads it in the guest.
@@ -98,7 +109,7 @@ export async function copyModules(root: string, version: string, target: string)
     wanted.add(path);
     for (const dep of deps.get(path) ?? []) visit(dep);
   };
-  for (const name of MODULES) {
+  for (const name of modules) {
     const path = [...deps.keys()].find((p) => moduleName(p) === normalize(name));
     if (path) visit(path);
     else if (!builtin.split('\n').some((p) => moduleName(p) === normalize(name))) {

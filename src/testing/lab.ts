@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,8 +6,9 @@ import { IvshmemServer } from '../server/index.js';
 import { detectAccel, type Accel } from './accel.js';
 import { onCleanup } from './cleanup.js';
 import { LabError } from './errors.js';
-import { deviceAddress, Guest, publishDevices, type BootSpec, type GuestDevice, type GuestJob, type GuestResult } from './guest.js';
-import { findLabImage, prepareLab, type LabImage } from './prepare.js';
+import { deviceAddress, Guest, publishDevices, type BootSpec, type GuestDevice, type GuestJob, type GuestNet, type GuestResult } from './guest.js';
+import { checkNetAddress, detectNetBackend, freePort, guestMac, netListening, type NetBackend } from './net.js';
+import { findLabImage, imageIsCurrent, prepareLab, type LabImage } from './prepare.js';
 import { DIR_PREFIX, shmName, sweepLeftovers } from './leftovers.js';
 import { acquireSlots } from './slots.js';
 
@@ -35,6 +37,14 @@ export type LabDeviceConfig =
       size?: number;
     };
 
+/** A guest's end of a virtio-net link to another guest (see {@link LabGuestConfig.net}). */
+export interface LabNetConfig {
+  /** Guests naming the same link (default `default`) are wired together; two at most. */
+  link?: string;
+  /** The guest's IPv4 address and prefix on its eth0, e.g. `10.0.0.1/24`. */
+  address: string;
+}
+
 /** One guest machine of the lab. */
 export interface LabGuestConfig {
   /** Default: `guest0`, `guest1`, … */
@@ -47,6 +57,13 @@ export interface LabGuestConfig {
   iommu?: boolean;
   /** Guest RAM in MiB. Default 512 (node needs it). */
   memoryMb?: number;
+  /**
+   * A point-to-point virtio-net link (eth0, configured before the job starts) to the other
+   * guest naming the same link. Of the two, the one that boots first in a {@link Lab.run}
+   * listens and the other connects, so both must be in the same run for the link to carry
+   * anything. QEMU carries the frames between its two processes over a host socket.
+   */
+  net?: LabNetConfig;
 }
 
 /** Options of {@link startLab}. */
@@ -63,6 +80,8 @@ export interface LabOptions {
   accel?: Accel | 'auto';
   /** Guests running at once on this host, across processes. Default 2. */
   maxGuests?: number;
+  /** How QEMU carries network links. Default: `stream` where QEMU has it, else `socket`. */
+  netBackend?: NetBackend | 'auto';
   /** Per job, unless the job says otherwise. Default 180 s. */
   timeoutMs?: number;
   /** Progress of preparation and boots. */
@@ -78,6 +97,7 @@ export interface LabGuest {
   devices: LabDeviceConfig[];
   iommu: boolean;
   memoryMb: number;
+  net?: { link: string; address: string; mac: string };
 }
 
 /**
@@ -112,13 +132,32 @@ export class Lab {
       devices: g.devices ?? [],
       iommu: g.iommu ?? (g.devices ?? []).some((d) => d.kind === 'doorbell'),
       memoryMb: g.memoryMb ?? 512,
+      ...(g.net ? { net: { link: g.net.link ?? 'default', address: g.net.address, mac: guestMac(i) } } : {}),
     }));
+    this.#cleanup = onCleanup(() => this.#release());
+    try {
+      this.#check();
+    } catch (error) {
+      this.#cleanup();
+      throw error;
+    }
+  }
+
+  #check(): void {
     const names = this.guests.map((g) => g.name);
     const twice = names.find((name, i) => names.indexOf(name) !== i);
-    this.#cleanup = onCleanup(() => this.#release());
-    if (twice !== undefined) {
-      this.#cleanup();
-      throw new LabError(`two lab guests are named ${twice}`);
+    if (twice !== undefined) throw new LabError(`two lab guests are named ${twice}`);
+    const links = new Map<string, LabGuest[]>();
+    for (const guest of this.guests) {
+      if (!guest.net) continue;
+      checkNetAddress(guest.net.address, guest.name);
+      if (!/^[\w-]+$/.test(guest.net.link)) throw new LabError(`guest ${guest.name}: net.link must be letters, digits, _ or -; got ${JSON.stringify(guest.net.link)}`);
+      const on = [...(links.get(guest.net.link) ?? []), guest];
+      if (on.length > 2) throw new LabError(`network link ${guest.net.link} joins only two guests; ${on.map((g) => g.name).join(', ')} name it`);
+      if (on.length === 2 && on[0]!.net!.address.split('/')[0] === guest.net.address.split('/')[0]) {
+        throw new LabError(`guests ${on[0]!.name} and ${guest.name} have the same address ${guest.net.address} on link ${guest.net.link}`);
+      }
+      links.set(guest.net.link, on);
     }
   }
 
@@ -157,6 +196,7 @@ export class Lab {
       if (!config) throw new LabError(`no lab guest named ${name} (guests: ${this.guests.map((g) => g.name).join(', ')})`);
       return config;
     });
+    const nets = await this.#netEnds(configs);
     const release = await acquireSlots(configs.length, this.#options.maxGuests ?? 2, signal);
     const started: Guest[] = [];
     const abort = (): void => started.forEach((guest) => guest.kill());
@@ -166,7 +206,7 @@ export class Lab {
       for (const config of configs) {
         // An abort while an earlier guest booted must not start the next one.
         signal?.throwIfAborted();
-        const spec = this.#spec(config, run);
+        const spec = this.#spec(config, run, nets.get(config.name));
         this.#options.onProgress?.(`booting ${config.name} (${this.accel})`);
         const connected = this.#expectConnections(spec);
         const guest = await Guest.start(spec, jobs[config.name]!, this.#options.timeoutMs ?? 180_000);
@@ -174,6 +214,8 @@ export class Lab {
         this.#running.add(guest);
         await connected(guest);
         await publishDevices(spec);
+        // The other end connects at start-up and QEMU gives up if nobody listens yet.
+        if (spec.net?.role === 'listen') await this.#listening(spec.net, guest);
         signal?.throwIfAborted();
       }
     } catch (error) {
@@ -264,7 +306,32 @@ export class Lab {
     return path;
   }
 
-  #spec(config: LabGuest, run: number): BootSpec {
+  // Per run: the first of a link's guests listens, the second connects; fresh endpoints.
+  async #netEnds(configs: LabGuest[]): Promise<Map<string, GuestNet>> {
+    const backend = !this.#options.netBackend || this.#options.netBackend === 'auto' ? detectNetBackend() : this.#options.netBackend;
+    const ends = new Map<string, GuestNet>();
+    const endpoints = new Map<string, string>();
+    for (const config of configs) {
+      if (!config.net) continue;
+      const { link, address, mac } = config.net;
+      const known = endpoints.get(link);
+      const endpoint = known ?? (backend === 'stream' ? join(this.dir, `net-${link}-${randomBytes(3).toString('hex')}.sock`) : String(await freePort()));
+      endpoints.set(link, endpoint);
+      ends.set(config.name, { link, backend, role: known === undefined ? 'listen' : 'connect', endpoint, address, mac });
+    }
+    return ends;
+  }
+
+  async #listening(net: GuestNet, guest: Guest): Promise<void> {
+    const end = Date.now() + 30_000;
+    while (!netListening(net)) {
+      if (!guest.running) throw new LabError(`guest ${guest.name}: QEMU stopped before its network link ${net.link} listened`);
+      if (Date.now() > end) throw new LabError(`guest ${guest.name}: its network link ${net.link} did not listen within 30 s`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  #spec(config: LabGuest, run: number, net?: GuestNet): BootSpec {
     const jobDir = join(this.dir, `${config.name}-${run}`);
     mkdirSync(jobDir);
     writeFileSync(join(jobDir, 'console.log'), '');
@@ -278,7 +345,7 @@ export class Lab {
       const shm = this.#shm.get(name)!;
       return { kind: 'plain', address, shm: name, path: shm.path, size: shm.size };
     });
-    return { name: config.name, image: this.image, accel: this.accel, memoryMb: config.memoryMb, iommu: config.iommu, devices, jobDir };
+    return { name: config.name, image: this.image, accel: this.accel, memoryMb: config.memoryMb, iommu: config.iommu, devices, jobDir, ...(net ? { net } : {}) };
   }
 
   // QEMU connects each doorbell device to its server while it starts, before the guest runs:
@@ -348,9 +415,11 @@ export class Lab {
  */
 export async function startLab(options: LabOptions): Promise<Lab> {
   if (!options || !Array.isArray(options.guests)) throw new LabError('startLab(): options.guests must be an array');
+  const cached = options.image ?? (await findLabImage(options.cacheDir));
+  // An image prepared before a module set was added is brought up to date (prepareLab keeps
+  // the cached one when apt cannot be reached).
   const image =
-    options.image ??
-    (await findLabImage(options.cacheDir)) ??
+    (cached && (options.image || options.prepare === false || imageIsCurrent(cached)) ? cached : null) ??
     (options.prepare === false
       ? null
       : await prepareLab({ cacheDir: options.cacheDir, onProgress: options.onProgress }));

@@ -6,7 +6,7 @@ import { LabError } from './errors.js';
 import { run } from './exec.js';
 import { buildInitramfs, initramfsKey } from './initramfs.js';
 import { withLock } from './slots.js';
-import { copyModules, extractVmlinux, fetchKernel, kernelPackage, kernelVersion } from './kernel.js';
+import { copyModules, extractVmlinux, fetchKernel, kernelPackage, kernelVersion, modulesKey } from './kernel.js';
 
 /** Options of {@link prepareLab}. */
 export interface PrepareLabOptions {
@@ -28,12 +28,25 @@ export interface LabImage {
   kernel: string;
   /** The gzip-compressed initramfs, for `-initrd`. */
   initrd: string;
+  /**
+   * The kernel modules the image holds (sorted); empty for an image prepared before the lab
+   * recorded them. An image without every module of the lab's sets is brought up to date by
+   * {@link prepareLab}.
+   */
+  modules: string[];
 }
 
 interface ImageInfo {
   version: string;
   package: string;
   preparedAt: string;
+  /** {@link modulesKey} of the modules copied; absent in older images. */
+  modules?: string;
+}
+
+/** True when the image holds every module the lab's initramfs loads. */
+export function imageIsCurrent(image: LabImage): boolean {
+  return modulesKey(image.modules) === modulesKey();
 }
 
 /** `$IVSHMEM_LAB_CACHE`, else `~/.cache/ivshmem-lab`. */
@@ -72,7 +85,8 @@ export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabIm
 
   await mkdir(cacheDir, { recursive: true });
   await withLock(join(cacheDir, `.${version}.lock`), async () => {
-    if (existsSync(join(dir, 'image.json'))) {
+    const known = await readInfo(dir);
+    if (known?.modules === modulesKey()) {
       progress(`kernel ${version} already in ${dir}`);
       return;
     }
@@ -84,22 +98,34 @@ export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabIm
     try {
       const out = join(work, 'image');
       await mkdir(out, { recursive: true });
-      progress(`downloading ${pkg} (apt-get download)`);
+      progress(`downloading ${pkg} (apt-get download)${known ? ' again: the cached image lacks modules the lab now loads' : ''}`);
       await fetchKernel(pkg, work);
-      progress(`extracting vmlinux from vmlinuz-${version}`);
-      await writeFile(join(out, 'vmlinux'), await extractVmlinux(join(work, 'root', 'boot', `vmlinuz-${version}`)));
+      if (!known) {
+        progress(`extracting vmlinux from vmlinuz-${version}`);
+        await writeFile(join(out, 'vmlinux'), await extractVmlinux(join(work, 'root', 'boot', `vmlinuz-${version}`)));
+      }
       progress('collecting kernel modules (busybox depmod)');
       await copyModules(join(work, 'root'), version, join(out, 'modules'));
-      const info: ImageInfo = { version, package: pkg, preparedAt: new Date().toISOString() };
+      const info: ImageInfo = { version, package: pkg, preparedAt: new Date().toISOString(), modules: modulesKey() };
       await writeFile(join(out, 'image.json'), `${JSON.stringify(info, null, 2)}\n`);
-      // Atomic publish: a reader never sees a half-prepared version.
-      await rm(dir, { recursive: true, force: true });
-      await rename(out, dir);
+      if (known) {
+        // An image from before a module set was added: swap in the new modules and leave the
+        // kernel and the folder in place, since other labs may be booting from them now.
+        await rename(join(dir, 'modules'), join(work, 'old-modules'));
+        await rename(join(out, 'modules'), join(dir, 'modules'));
+        await rename(join(out, 'image.json'), join(dir, 'image.json'));
+      } else {
+        // Atomic publish: a reader never sees a half-prepared version.
+        await rm(dir, { recursive: true, force: true });
+        await rename(out, dir);
+      }
     } finally {
       await rm(work, { recursive: true, force: true });
     }
   });
-  return finish(dir, version, progress);
+  const info = await readInfo(dir);
+  if (!info) throw new LabError(`the lab image in ${dir} has no readable image.json after preparation`);
+  return finish(dir, info, progress);
 }
 
 /**
@@ -109,18 +135,22 @@ export async function prepareLab(options: PrepareLabOptions = {}): Promise<LabIm
 export async function findLabImage(cacheDir = defaultCacheDir()): Promise<LabImage | null> {
   let best: ImageInfo | null = null;
   for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
-    const info = await readFile(join(cacheDir, name, 'image.json'), 'utf8')
-      .then((text) => JSON.parse(text) as ImageInfo)
-      .catch(() => null);
+    const info = await readInfo(join(cacheDir, name));
     if (info && (!best || info.preparedAt > best.preparedAt)) best = info;
   }
-  return best && finish(join(cacheDir, best.version), best.version, () => {});
+  return best && finish(join(cacheDir, best.version), best, () => {});
+}
+
+async function readInfo(dir: string): Promise<ImageInfo | null> {
+  return readFile(join(dir, 'image.json'), 'utf8')
+    .then((text) => JSON.parse(text) as ImageInfo)
+    .catch(() => null);
 }
 
 // The initramfs is cheap (under a second) and keyed on /init's text, so it is rebuilt whenever
 // the lab's /init changes without fetching the kernel again.
-async function finish(dir: string, version: string, progress: (message: string) => void): Promise<LabImage> {
-  const initrd = join(dir, `initrd-${initramfsKey()}.gz`);
+async function finish(dir: string, info: ImageInfo, progress: (message: string) => void): Promise<LabImage> {
+  const initrd = join(dir, `initrd-${initramfsKey(info.modules)}.gz`);
   if (!existsSync(initrd)) {
     progress('building the initramfs');
     const busybox = (await run('sh', ['-c', 'command -v busybox']).catch(() => Buffer.from(''))).toString().trim();
@@ -129,5 +159,6 @@ async function finish(dir: string, version: string, progress: (message: string) 
     await writeFile(temp, await buildInitramfs(busybox, join(dir, 'modules')));
     await rename(temp, initrd);
   }
-  return { version, dir, kernel: join(dir, 'vmlinux'), initrd };
+  const modules = info.modules ? info.modules.split(',') : [];
+  return { version: info.version, dir, kernel: join(dir, 'vmlinux'), initrd, modules };
 }

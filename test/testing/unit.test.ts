@@ -2,20 +2,23 @@
 // checks, and the accelerator rule.
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { detectAccel } from '../../src/testing/accel.js';
 import { deviceAddress, qemuArgs, type BootSpec } from '../../src/testing/guest.js';
 import { buildInitramfs, initramfsKey } from '../../src/testing/initramfs.js';
-import { kernelVersion } from '../../src/testing/kernel.js';
+import { kernelVersion, MODULE_SETS, MODULES, modulesKey } from '../../src/testing/kernel.js';
+import { detectNetBackend, freePort, guestMac, netListening } from '../../src/testing/net.js';
 import { startLab } from '../../src/testing/lab.js';
-import type { LabImage } from '../../src/testing/prepare.js';
+import { imageIsCurrent, type LabImage } from '../../src/testing/prepare.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'ivshmem-lab-unit-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-const image: LabImage = { version: '6.1.0-99-amd64', dir: scratch, kernel: join(scratch, 'vmlinux'), initrd: join(scratch, 'initrd.gz') };
+const image: LabImage = { version: '6.1.0-99-amd64', dir: scratch, kernel: join(scratch, 'vmlinux'), initrd: join(scratch, 'initrd.gz'), modules: [] };
 
 function spec(overrides: Partial<BootSpec> = {}): BootSpec {
   return {
@@ -53,6 +56,29 @@ describe('qemuArgs', () => {
     expect(args[args.indexOf('-M') + 1]).toBe('q35');
     expect(args.join(' ')).not.toContain('iommu');
     expect(args[args.indexOf('-cpu') + 1]).toBe('host');
+  });
+
+  it('wires a network link: stream over a Unix socket, listen or connect, with the address for /init', () => {
+    const net = { link: 'l', backend: 'stream', role: 'listen', endpoint: '/tmp/lab/net-l.sock', address: '10.0.0.1/24', mac: guestMac(0) } as const;
+    const listen = qemuArgs(spec({ net }));
+    expect(listen[listen.indexOf('-netdev') + 1]).toBe('stream,id=net0,server=on,addr.type=unix,addr.path=/tmp/lab/net-l.sock');
+    expect(listen[listen.indexOf('-netdev') + 3]).toBe('virtio-net-pci,netdev=net0,mac=52:54:00:1a:00:00,addr=0f');
+    expect(listen[listen.indexOf('-append') + 1]).toContain(' labnet=10.0.0.1/24');
+    const connect = qemuArgs(spec({ net: { ...net, role: 'connect', address: '10.0.0.2/24', mac: guestMac(1) } }));
+    expect(connect[connect.indexOf('-netdev') + 1]).toBe('stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/lab/net-l.sock');
+    expect(connect.join(' ')).toContain('mac=52:54:00:1a:00:01');
+  });
+
+  it('wires a network link over loopback TCP where QEMU has no -netdev stream', () => {
+    const net = { link: 'l', backend: 'socket', role: 'listen', endpoint: '40000', address: '10.0.0.1/24', mac: guestMac(0) } as const;
+    expect(qemuArgs(spec({ net })).join(' ')).toContain('-netdev socket,id=net0,listen=127.0.0.1:40000 -device virtio-net-pci');
+    expect(qemuArgs(spec({ net: { ...net, role: 'connect' } })).join(' ')).toContain('-netdev socket,id=net0,connect=127.0.0.1:40000 ');
+  });
+
+  it('has no network device or labnet= without a link', () => {
+    const args = qemuArgs(spec());
+    expect(args).not.toContain('-netdev');
+    expect(args[args.indexOf('-append') + 1]).not.toContain('labnet');
   });
 
   it('gives devices addresses from slot 0x10', () => {
@@ -94,6 +120,14 @@ describe('initramfs', () => {
     expect(entries.get('lib/modules/6.1.0-99-amd64/modules.dep')!.data.toString()).toBe('kernel/fs/9p.ko:\n');
   });
 
+  it('loads virtio_net and configures eth0 from labnet= before the job', async () => {
+    expect(MODULES).toEqual(expect.arrayContaining(['virtio_net', 'net_failover', 'failover', 'vfio-pci', '9p']));
+    const init = unpack(gunzipSync(await buildInitramfs('/bin/busybox', join(scratch, 'modules')))).get('init')!.data.toString();
+    expect(init).toMatch(/modprobe -a .*\bvirtio_net\b/);
+    expect(init).toContain('ip addr add "$labnet" dev eth0 && ip link set eth0 up');
+    expect(init.indexOf('labnet')).toBeLessThan(init.indexOf('chroot'));
+  });
+
   it('refuses a dynamically linked busybox', async () => {
     await expect(buildInitramfs(process.execPath, join(scratch, 'modules'))).rejects.toThrow(/busybox-static/);
   });
@@ -101,6 +135,14 @@ describe('initramfs', () => {
   it('is keyed on its contents', () => {
     expect(initramfsKey()).toMatch(/^[0-9a-f]{12}$/);
     expect(initramfsKey()).toBe(initramfsKey());
+    // An image whose modules were brought up to date gets a new archive.
+    expect(initramfsKey(modulesKey())).not.toBe(initramfsKey(''));
+  });
+
+  it('knows an image prepared before the network modules as out of date', () => {
+    expect(imageIsCurrent({ ...image, modules: [] })).toBe(false);
+    expect(imageIsCurrent({ ...image, modules: modulesKey([...MODULE_SETS.base, ...MODULE_SETS.vfio]).split(',') })).toBe(false);
+    expect(imageIsCurrent({ ...image, modules: modulesKey().split(',') })).toBe(true);
   });
 });
 
@@ -119,6 +161,18 @@ describe('startLab checks', () => {
     await expect(startLab({ image, guests: [{ name: 'x' }, { name: 'x' }] })).rejects.toThrow(/two lab guests are named x/);
   });
 
+  it('refuses network links it cannot wire, before booting', async () => {
+    await expect(startLab({ image, guests: [{ net: { address: '10.0.0.1' } }] })).rejects.toThrow(/net.address must be an IPv4 address with a prefix/);
+    await expect(startLab({ image, guests: [{ net: { address: '10.0.0.300/24' } }] })).rejects.toThrow(/like 10.0.0.1\/24; got "10.0.0.300\/24"/);
+    await expect(startLab({ image, guests: [{ net: { address: '10.0.0.1/24', link: 'a b' } }] })).rejects.toThrow(/net.link must be/);
+    await expect(
+      startLab({ image, guests: [{ net: { address: '10.0.0.1/24' } }, { net: { address: '10.0.0.2/24' } }, { net: { address: '10.0.0.3/24' } }] }),
+    ).rejects.toThrow(/link default joins only two guests; guest0, guest1, guest2 name it/);
+    await expect(startLab({ image, guests: [{ net: { address: '10.0.0.1/24' } }, { net: { address: '10.0.0.1/24' } }] })).rejects.toThrow(
+      /guest0 and guest1 have the same address/,
+    );
+  });
+
   it('sizes a server for its devices and cleans up on close', async () => {
     const lab = await startLab({ image, guests: [{ name: 'x', devices: [{ kind: 'doorbell', vectors: 3 }, { kind: 'plain' }] }] });
     const server = lab.server();
@@ -129,6 +183,36 @@ describe('startLab checks', () => {
     await lab.close();
     for (const path of paths) expect(existsSync(path), path).toBe(false);
     await expect(lab.run({ x: { script: 'x.mjs' } })).rejects.toThrow(/closed/);
+  });
+});
+
+describe('network helpers', () => {
+  it('finds -netdev stream in this QEMU (7.2+)', () => {
+    expect(detectNetBackend()).toBe('stream');
+  });
+
+  it('gives each guest its own MAC', () => {
+    expect(new Set([0, 1, 2, 255, 256].map(guestMac)).size).toBe(5);
+    expect(guestMac(258)).toBe('52:54:00:1a:01:02');
+  });
+
+  it('sees a link listen: a Unix socket that exists, a TCP port in LISTEN on 127.0.0.1', async () => {
+    const path = join(scratch, 'net.sock');
+    const base = { link: 'l', role: 'listen', address: '10.0.0.1/24', mac: guestMac(0) } as const;
+    expect(netListening({ ...base, backend: 'stream', endpoint: path })).toBe(false);
+    const unix = createServer().listen(path);
+    await once(unix, 'listening');
+    expect(netListening({ ...base, backend: 'stream', endpoint: path })).toBe(true);
+    unix.close();
+    const port = await freePort();
+    expect(netListening({ ...base, backend: 'socket', endpoint: String(port) })).toBe(false);
+    const tcp = createServer().listen(port, '127.0.0.1');
+    await once(tcp, 'listening');
+    try {
+      expect(netListening({ ...base, backend: 'socket', endpoint: String(port) })).toBe(true);
+    } finally {
+      tcp.close();
+    }
   });
 });
 

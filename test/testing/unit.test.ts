@@ -42,6 +42,8 @@ describe('qemuArgs', () => {
     const joined = args.join(' ');
     expect(args[args.indexOf('-M') + 1]).toBe('q35,kernel-irqchip=split');
     expect(args[args.indexOf('-append') + 1]).toMatch(/labjob=\/tmp\/lab\/g-1 .*intel_iommu=on/);
+    // Without it a starved vCPU fails the IO-APIC timer check and, with remapping, panics.
+    expect(args[args.indexOf('-append') + 1]).toContain(' no_timer_check ');
     expect(args.indexOf('intel-iommu,intremap=on')).toBeLessThan(args.findIndex((a) => a.startsWith('ivshmem-doorbell')));
     expect(joined).toContain('-chardev socket,path=/tmp/lab/default.sock,id=ivc0');
     expect(joined).toContain('ivshmem-doorbell,chardev=ivc0,vectors=4,addr=10');

@@ -75,7 +75,7 @@ async function labBenchCommand(flags: Record<string, string | true>): Promise<nu
   const result = await runLabBench({ boots, rounds, rtcSpin, cacheDir, accel, profile, onProgress: (line) => console.error(`lab: ${line}`) });
   const header = [
     `ivshmem lab benchmark: ${result.accel.toUpperCase()}, ${result.settings.boots} boots, ${result.machine.cpus} host CPUs (${result.machine.model}), node ${result.machine.node}`,
-    `load average before ${result.machine.loadBefore.join(' ')}, after ${result.machine.loadAfter.join(' ')}; boots took ${result.bootSeconds.join(', ')} s`,
+    `load average before ${result.machine.loadBefore.join(' ')}, after ${result.machine.loadAfter.join(' ')}; boots took ${result.bootSeconds.join(', ')} s${result.retries ? ` (${result.retries} booted again: a guest kernel died before its job)` : ''}`,
     `round trips: ${result.settings.rounds} per Node workload, ${result.settings.floorRounds} per C workload, after ${result.settings.warmup} of warm-up; streams: ${result.settings.tcpStreamBytes / 2 ** 20} MiB over TCP, ${result.settings.channelStreamBytes / 2 ** 20} MiB over channels`,
   ];
   const table = formatReport(result, header);

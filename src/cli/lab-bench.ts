@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeFailure } from '../testing/guest.js';
+import { INIT_TAG } from '../testing/initramfs.js';
 import { startLab } from '../testing/lab.js';
 import type { Accel } from '../testing/accel.js';
 import { LabError } from '../testing/errors.js';
@@ -44,9 +45,12 @@ export interface LabBenchResult extends LabBenchSummary {
   machine: { cpus: number; model: string; node: string; kernel: string; loadBefore: number[]; loadAfter: number[] };
   /** Seconds each boot took, boot to power-off of both guests. */
   bootSeconds: number[];
+  /** Boots done again because a guest's kernel died before its job started. */
+  retries: number;
 }
 
 const MiB = 1 << 20;
+const MAX_RETRIES = 3;
 const roundUp = (n: number): number => Math.max(MiB, Math.ceil(n / MiB) * MiB);
 const here = import.meta.dirname;
 
@@ -97,6 +101,7 @@ export async function runLabBench(options: LabBenchOptions = {}): Promise<LabBen
   const boots: BootData[] = [];
   const bootSeconds: number[] = [];
   let accel: Accel = 'tcg';
+  let retries = 0;
   try {
     const floor = compileFloor(work, options.cc);
     for (let boot = 1; boot <= settings.boots; boot++) {
@@ -118,6 +123,15 @@ export async function runLabBench(options: LabBenchOptions = {}): Promise<LabBen
         const args = (role: string): string[] => [role, floor, JSON.stringify(settings)];
         const results = await lab.run({ b: { script, args: args('b') }, a: { script, args: args('a') } });
         const failed = Object.values(results).filter((r) => r.exitCode !== 0);
+        // A guest that never reached its job (its kernel died booting on a starved host) says
+        // nothing about the workloads: boot again, a bounded number of times.
+        const unbooted = failed.filter((r) => !r.console.includes(`${INIT_TAG} job start`));
+        if (failed.length && unbooted.length === failed.length && retries < MAX_RETRIES) {
+          retries++;
+          progress(`boot ${boot}/${settings.boots}: guest ${unbooted.map((r) => r.name).join(', ')} never started its job; booting again (${retries} of ${MAX_RETRIES} retries)`);
+          boot--;
+          continue;
+        }
         if (failed.length) throw new LabError(`ivshmem bench --lab: boot ${boot} failed\n${failed.map(describeFailure).join('\n')}`);
         const data = JSON.parse(results.a!.stdout.trim().split('\n').pop() ?? '') as BootData;
         boots.push(data);
@@ -143,6 +157,7 @@ export async function runLabBench(options: LabBenchOptions = {}): Promise<LabBen
       loadAfter: loadavg().map((l) => Math.round(l * 100) / 100),
     },
     bootSeconds,
+    retries,
     ...summarize(boots),
   };
 }

@@ -33,6 +33,10 @@
  * }, 300_000);
  * ```
  *
+ * Two guests may also share a point-to-point virtio-net link (`net: { address: '10.0.0.1/24' }`
+ * on each, see {@link LabGuestConfig.net}): QEMU joins the two NICs over a host socket of its own,
+ * so guests can compare the shared memory with the network they would otherwise use.
+ *
  * In the guest script, {@link guestDevices} gives the device addresses and server IDs, and
  * `openDevice(address, { backend: 'vfio', bind: true })` from `ivshmem` opens a device.
  *

@@ -307,7 +307,9 @@ async function echoSide() {
         ctl.send({ ready: true });
         const inbox = reader();
         if (step.sync) {
-          for (let i = 0; i < step.count; i++) writer.sendSync(inbox.receiveSync({ spin: step.spin }), { spin: step.spin });
+          // No options object unless there is an option: each one is validated per call.
+          const options = step.spin === undefined ? undefined : { spin: step.spin };
+          for (let i = 0; i < step.count; i++) writer.sendSync(inbox.receiveSync(options), options);
         } else {
           for (let i = 0; i < step.count; i++) await writer.send(await inbox.receive());
         }
@@ -456,7 +458,7 @@ async function driveSide() {
 
   const message = new Uint8Array(MSG);
   const channelRow = async (name, slot, spinUs, sync) => {
-    const options = spinUs === undefined ? {} : { spin: spinUs };
+    const options = spinUs === undefined ? undefined : { spin: spinUs };
     const { writer, reader } = rings(dev, slot, peer, options);
     ctl.send({ name: 'channel', slot, spin: spinUs, sync, count: total(rounds) });
     await ctl.next(`${name} ready`);
@@ -511,11 +513,13 @@ async function driveSide() {
     const chunk = Buffer.alloc(size, 0x5a);
     const { done } = await step({ name: 'tcp-stream', bytes: tcpStreamBytes }, async () => {
       const s = await connectRetry(B, 7003);
-      for (let sent = 0; sent < tcpStreamBytes; sent += size) {
-        if (!s.write(chunk)) await new Promise((resolve) => s.once('drain', resolve));
-      }
-      // b closes once it has everything.
-      await new Promise((resolve) => s.on('close', resolve).on('error', resolve));
+      await profiled(`tcp-${size / 1024}k`, async () => {
+        for (let sent = 0; sent < tcpStreamBytes; sent += size) {
+          if (!s.write(chunk)) await new Promise((resolve) => s.once('drain', resolve));
+        }
+        // b closes once it has everything.
+        await new Promise((resolve) => s.on('close', resolve).on('error', resolve));
+      });
     });
     streams[`tcp-${size / 1024}k`] = done;
   }
@@ -527,9 +531,11 @@ async function driveSide() {
     const writer = new ChannelWriter(dev.memory, { offset: slotOffset(slot), size: size_, wait: deviceWaitStrategy(dev, { peer }) });
     const chunk = new Uint8Array(size).fill(0x5a);
     const batch = new Array(16).fill(chunk);
-    const { done } = await step({ name: 'channel-stream', slot, bytes: channelStreamBytes }, async () => {
-      for (let sent = 0; sent < channelStreamBytes; sent += size * batch.length) await writer.sendBatch(batch);
-    });
+    const { done } = await step({ name: 'channel-stream', slot, bytes: channelStreamBytes }, () =>
+      profiled(`channel-${size / 1024}k`, async () => {
+        for (let sent = 0; sent < channelStreamBytes; sent += size * batch.length) await writer.sendBatch(batch);
+      }),
+    );
     writer.close();
     streams[`channel-${size / 1024}k`] = done;
   }

@@ -15,7 +15,7 @@ const specs: FlagSpec[] = [
   { long: 'boots', value: true, help: '--lab: fresh boots, figures are medians across them (default 5)' },
   { long: 'rtc-spin', value: true, help: "--lab: µs the run-to-completion path spins before sleeping (default: the channel's)" },
   { long: 'cache-dir', value: true, help: '--lab: the lab image cache (default as ivshmem lab)' },
-  { long: 'profile', value: true, help: '--lab: CPU-profile these workloads in the guest, comma-separated (e.g. channel-spin,channel-rtc)' },
+  { long: 'profile', value: true, help: '--lab: CPU-profile these workloads in the driving guest, comma-separated (e.g. channel-rtc,channel-4k)' },
   { long: 'json', value: false, help: '--lab: print the results as JSON on stdout (the table goes to stderr)' },
   { short: 'h', long: 'help', value: false, help: 'this help' },
 ];

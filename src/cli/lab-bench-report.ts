@@ -196,7 +196,7 @@ export function formatReport(summary: LabBenchSummary, header: string[]): string
   lines.push('', '| target (issue 10) | median | met |', '|---|---|---|');
   for (const t of summary.targets) lines.push(`| ${t.label} | ${fmt(t.value, 2)} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'no'} |`);
   for (const [row, entries] of Object.entries(summary.profiles)) {
-    lines.push('', `CPU profile of ${row} (self time, share of samples; the profiler slows the workload):`);
+    lines.push('', `CPU profile of ${row} in the driving guest (self time, share of samples; the profiler slows the workload):`);
     for (const e of entries) lines.push(`  ${e.percent.toFixed(1).padStart(5)}%  ${e.fn}`);
   }
   return lines.join('\n');

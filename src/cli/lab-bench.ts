@@ -11,7 +11,7 @@ import { INIT_TAG } from '../testing/initramfs.js';
 import { startLab } from '../testing/lab.js';
 import type { Accel } from '../testing/accel.js';
 import { LabError } from '../testing/errors.js';
-import { ROWS, summarize, type BootData, type LabBenchSummary } from './lab-bench-report.js';
+import { ROWS, STREAMS, summarize, type BootData, type LabBenchSummary } from './lab-bench-report.js';
 
 /** Options of {@link runLabBench}. */
 export interface LabBenchOptions {
@@ -29,7 +29,7 @@ export interface LabBenchOptions {
   channelStreamBytes?: number;
   /** Spin of the run-to-completion workload in µs (default: the channel's). */
   rtcSpin?: number;
-  /** Round-trip workloads to CPU-profile in the driving guest (keys of {@link ROWS}). */
+  /** Workloads to CPU-profile in the driving guest (keys of {@link ROWS} and {@link STREAMS}, not the C ones). */
   profile?: string[];
   cacheDir?: string;
   accel?: Accel | 'auto';
@@ -83,7 +83,8 @@ export async function runLabBench(options: LabBenchOptions = {}): Promise<LabBen
     ...(options.rtcSpin === undefined ? {} : { rtcSpin: options.rtcSpin }),
     ...(options.profile?.length ? { profile: options.profile } : {}),
   };
-  const profilable = ROWS.map((r) => r.key).filter((key) => !key.startsWith('c-'));
+  // Node workloads, profiled in the driving guest (the sender, for streams).
+  const profilable = [...ROWS, ...STREAMS].map((r) => r.key).filter((key) => !key.startsWith('c-'));
   const unknown = settings.profile?.find((row) => !profilable.includes(row));
   if (unknown !== undefined) throw new LabError(`ivshmem bench --lab: cannot profile '${unknown}' (profilable: ${profilable.join(', ')})`);
   for (const key of ['boots', 'rounds', 'floorRounds', 'warmup'] as const) {

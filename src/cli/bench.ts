@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
-import { detectAccel } from '../testing/accel.js';
+import { detectAccel } from '../testing/index.js';
 import { flagHelp, parseArgs, type FlagSpec } from './args.js';
 import { runLabBench } from './lab-bench.js';
 import { formatReport } from './lab-bench-report.js';

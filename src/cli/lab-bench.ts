@@ -6,11 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeFailure } from '../testing/guest.js';
-import { INIT_TAG } from '../testing/initramfs.js';
-import { startLab } from '../testing/lab.js';
-import type { Accel } from '../testing/accel.js';
-import { LabError } from '../testing/errors.js';
+import { describeFailure, LabError, startLab, type Accel } from '../testing/index.js';
 import { ROWS, STREAMS, summarize, type BootData, type LabBenchSummary } from './lab-bench-report.js';
 
 /** Options of {@link runLabBench}. */
@@ -126,7 +122,7 @@ export async function runLabBench(options: LabBenchOptions = {}): Promise<LabBen
         const failed = Object.values(results).filter((r) => r.exitCode !== 0);
         // A guest that never reached its job (its kernel died booting on a starved host) says
         // nothing about the workloads: boot again, a bounded number of times.
-        const unbooted = failed.filter((r) => !r.console.includes(`${INIT_TAG} job start`));
+        const unbooted = failed.filter((r) => !r.started);
         if (failed.length && unbooted.length === failed.length && retries < MAX_RETRIES) {
           retries++;
           progress(`boot ${boot}/${settings.boots}: guest ${unbooted.map((r) => r.name).join(', ')} never started its job; booting again (${retries} of ${MAX_RETRIES} retries)`);

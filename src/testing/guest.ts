@@ -93,6 +93,11 @@ export interface GuestResult {
   /** QEMU's own output (device setup errors land here). */
   qemuLog: string;
   timedOut: boolean;
+  /**
+   * The guest's /init reached the job. False when the guest died before it (a kernel that did
+   * not boot, QEMU refusing the setup): such a failure says nothing about the job.
+   */
+  started: boolean;
   durationMs: number;
   /** The devices, with the IDs the servers assigned. */
   devices: GuestDevice[];
@@ -241,15 +246,17 @@ export class Guest {
   async #collect(qemuLog: string, timedOut: boolean, durationMs: number): Promise<GuestResult> {
     const read = (file: string): Promise<string> => readFile(join(this.spec.jobDir, file), 'utf8').catch(() => '');
     const exitText = (await read(JOB_FILES.exit)).trim();
+    const consoleLog = await read('console.log');
     const exitCode = exitText === '' || !existsSync(join(this.spec.jobDir, JOB_FILES.exit)) ? null : Number(exitText);
     return {
       name: this.name,
       exitCode,
       stdout: await read(JOB_FILES.stdout),
       stderr: await read(JOB_FILES.stderr),
-      console: await read('console.log'),
+      console: consoleLog,
       qemuLog,
       timedOut,
+      started: consoleLog.includes(`${INIT_TAG} job start`),
       durationMs,
       devices: this.spec.devices,
     };

@@ -38,6 +38,7 @@ describe('a virtio-net link between two guests', () => {
     });
     const server = outcome<{ eth0: string; received: number; sha256: string; peer: string }>(results.right!);
     const client = outcome<{ eth0: string; pingStatus: number; pingOutput: string; echoed: number; same: boolean; sha256: string }>(results.left!);
+    expect(results.left!.started && results.right!.started).toBe(true);
     expect(server.eth0).toContain('inet 10.0.0.2/24');
     expect(client.eth0).toContain('inet 10.0.0.1/24');
     expect(client.pingStatus, client.pingOutput).toBe(0);

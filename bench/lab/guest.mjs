@@ -233,7 +233,6 @@ async function echoSide() {
   ctl.send({ hello: true, id: doorbell.peerId });
   const { id: peer } = await ctl.next('hello');
   let dev = null;
-  let bus = null;
   for (;;) {
     const step = await ctl.next('step');
     try {
@@ -247,6 +246,13 @@ async function echoSide() {
   dev?.close();
   ctl.close();
   return { role };
+
+  // Listens, tells a to go ahead, and resolves with a's connection.
+  function acceptWhenReady(port) {
+    const socket = listenOnce(port);
+    ctl.send({ ready: true });
+    return socket;
+  }
 
   async function echoStep(step) {
     switch (step.name) {
@@ -273,7 +279,7 @@ async function echoSide() {
         dev = openDevice(doorbell.address, { backend: 'vfio', bind: true });
         return { done: true };
       case 'bus': {
-        bus = await attach(dev, { name: 'b', heartbeat: 5000 });
+        const bus = await attach(dev, { name: 'b', heartbeat: 5000 });
         const from = await bus.waitForPeer('a', { signal: AbortSignal.timeout(STEP_TIMEOUT) });
         const out = bus.open(from, 'pong');
         ctl.send({ ready: true });
@@ -281,7 +287,6 @@ async function echoSide() {
         for (let i = 0; i < step.count; i++) await out.send(await inbox.receive());
         await ctl.next('bus end');
         bus.close();
-        bus = null;
         // The bus leaves its region behind; the raw rings below are formatted over it.
         return { done: true };
       }
@@ -318,9 +323,7 @@ async function echoSide() {
         return { done: true };
       }
       case 'node-tcp': {
-        const socket = listenOnce(7002);
-        ctl.send({ ready: true });
-        const s = await socket;
+        const s = await acceptWhenReady(7002);
         s.setNoDelay(true);
         let pending = 0;
         await new Promise((resolve, reject) => {
@@ -339,9 +342,7 @@ async function echoSide() {
         return { done: true };
       }
       case 'tcp-stream': {
-        const socket = listenOnce(7003);
-        ctl.send({ ready: true });
-        const s = await socket;
+        const s = await acceptWhenReady(7003);
         const meter = streamMeter(step.bytes);
         await new Promise((resolve, reject) => {
           s.on('data', (chunk) => meter.add(chunk.length) && resolve());

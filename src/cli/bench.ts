@@ -30,7 +30,7 @@ which) per boot, each with an ivshmem-doorbell device (VFIO, MSI-X) on one serve
 virtio-net link between them, and measures in the same boot: a C doorbell ping-pong (compiled
 here with $CC or cc), the bare Node doorbell, the channel on each waiting path, the bus, C and
 Node TCP round trips and streams over virtio-net, and channel streams. Needs the lab (ivshmem
-lab status). Under TCG a boot takes 2-3 minutes.`;
+lab status). Under TCG a boot takes from 20 s to 2 minutes, depending on the host's load.`;
 
 /** `ivshmem bench`: runs the package's benchmark script in a child process. */
 export async function benchCommand(argv: string[]): Promise<number> {

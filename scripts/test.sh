@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # gcc builds the C library and its sanitizer tests (libasan, libubsan); flock (util-linux)
 # serializes its build between test files.
-# libasan8/libubsan1: the addon's sanitizer build.
-packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++ gcc util-linux libasan8 libubsan1)
+# libasan8/libubsan1: the addon's sanitizer build. g++-aarch64-linux-gnu and qemu-user-static:
+# the arm64 prebuild, built and tried under qemu-user.
+packages=(qemu-system-x86 busybox-static xz-utils cpio python3 make g++ gcc util-linux libasan8 libubsan1 g++-aarch64-linux-gnu qemu-user-static)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -27,6 +28,11 @@ npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"
 
 # The addon again under ASan/UBSan (g++ brings libasan and libubsan), for the sanitizer test.
 node scripts/build-sanitized.mjs >/dev/null || { echo "sanitized build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# The prebuilds the package ships (x64, and arm64 cross-compiled), and an arm64 node to try the
+# arm64 one under qemu-user (cached in ~/.cache/ivshmem-arm64-node).
+npm run prebuild || { echo "prebuild failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/arm64-node.sh >/dev/null || { echo "arm64 node failed"; echo "0 passed, 1 failed"; exit 1; }
 
 # The guest kernel and initramfs, once (cached in ~/.cache/ivshmem-lab), before the timed tests.
 node dist/cli/main.js lab prepare || { echo "lab prepare failed"; echo "0 passed, 1 failed"; exit 1; }

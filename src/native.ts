@@ -1,5 +1,6 @@
-// Loads the addon: $IVSHMEM_ADDON if set; else prebuilds/<platform>-<arch>/ first, then a local
-// build. On failure the error lists every path tried and why each failed.
+// Loads the addon: $IVSHMEM_ADDON if set; else a local build first, then
+// prebuilds/<platform>-<arch>/. On failure the error names each package manager's fix and lists
+// every path tried and why each failed.
 import { constants, existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -108,19 +109,26 @@ export interface NativeWatcher {
 
 const root = join(fileURLToPath(import.meta.url), '..', '..');
 
+/** Where the addon may be, in node-gyp-build's order: a local build wins over a prebuild. */
 function candidates(): string[] {
   // An explicit build (the sanitizer variant in the tests, a debug build): that one or nothing,
   // so a mistyped path fails instead of silently loading another addon.
   const explicit = process.env.IVSHMEM_ADDON;
   if (explicit) return [explicit];
-  const paths: string[] = [];
+  const paths = [join(root, 'build', 'Release', 'ivshmem.node'), join(root, 'build', 'Debug', 'ivshmem.node')];
   const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
   if (existsSync(dir)) {
     for (const name of readdirSync(dir).sort()) if (name.endsWith('.node')) paths.push(join(dir, name));
   }
-  paths.push(join(root, 'build', 'Release', 'ivshmem.node'), join(root, 'build', 'Debug', 'ivshmem.node'));
   return paths;
 }
+
+/** What to run to build the addon, for each package manager (some block install scripts). */
+const fixes = [
+  'npm:  npm rebuild ivshmem',
+  'pnpm: pnpm approve-builds (or add "ivshmem" to pnpm.onlyBuiltDependencies in package.json), then pnpm rebuild ivshmem',
+  'yarn: yarn rebuild ivshmem (Yarn 2+; with enableScripts: false, set dependenciesMeta["ivshmem"].built to true); Yarn 1: npm rebuild ivshmem',
+];
 
 function load(): { addon: Native; path: string } {
   const require = createRequire(import.meta.url);
@@ -140,17 +148,38 @@ function load(): { addon: Native; path: string } {
   }
   fail(
     'ERR_IVSHMEM_NATIVE',
-    `The ivshmem native addon could not be loaded. Run \`npm rebuild ivshmem\` (needs python3, make and g++). Tried:\n${tried.join('\n')}`,
+    `The ivshmem native addon could not be loaded: no prebuild fits ${process.platform}-${process.arch} and there is no local build. ` +
+      `Build it (needs python3, make and g++) with your package manager:\n${fixes.map((f) => `  ${f}`).join('\n')}\nTried:\n${tried.join('\n')}`,
   );
 }
 
-const loaded = load();
+let loaded: { addon: Native; path: string } | undefined;
+let failure: unknown;
 
-/** The addon, loaded once per environment (main thread or worker). */
-export const native: Native = loaded.addon;
+/** Loads the addon on first use (once per environment: main thread or worker); rethrows a failure. */
+function addon(): { addon: Native; path: string } {
+  if (loaded) return loaded;
+  if (failure) throw failure;
+  try {
+    return (loaded = load());
+  } catch (error) {
+    throw (failure = error);
+  }
+}
 
-/** The file the addon was loaded from. */
-export const nativePath: string = loaded.path;
+/**
+ * The addon, loaded on first use: importing the package never needs it, so `--help`, codecs and
+ * ring arithmetic work where it cannot load.
+ */
+export const native: Native = new Proxy({} as Native, {
+  get: (_target, key) => Reflect.get(addon().addon, key),
+  has: (_target, key) => Reflect.has(addon().addon, key),
+});
+
+/** The file the addon was loaded from (loading it if needed). */
+export function nativePath(): string {
+  return addon().path;
+}
 
 /**
  * Takes an flock(2) lock on the file at `path` (created if missing, mode 0666) if nobody holds

@@ -19,7 +19,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
     console.log(JSON.stringify(devices, null, 2));
   } else {
     console.log(formatDevices(devices));
-    console.log(`\nnative addon: ${nativePath}`);
+    console.log(`\nnative addon: ${nativePath()}`);
   }
   return 0;
 }

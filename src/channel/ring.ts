@@ -264,7 +264,7 @@ export function checkHeader(u32: Uint32Array, capacity: number, size: number): C
 /** @internal */ export const TRUE: Promise<boolean> = Promise.resolve(true);
 /** @internal */ export const FALSE: Promise<boolean> = Promise.resolve(false);
 
-/** What both ends share: geometry, failure state, and the spin-then-sleep loop. @internal */
+/** What both ends share: geometry, failure state, and the spin-then-sleep loop. @hidden */
 export abstract class RingEnd<T> {
   /** @internal */ protected readonly u32: Uint32Array;
   /** @internal */ protected readonly data: Buffer;

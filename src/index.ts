@@ -42,6 +42,12 @@ export { IvshmemServer, type QueueLimit, type ServerEvents, type ServerOptions, 
 export { maxMappingSize } from './mapping.js';
 export {
   createChannel,
+  channelDuplex,
+  channelReadable,
+  channelWritable,
+  STREAM_ABORT,
+  STREAM_DATA,
+  type ChannelStreamOptions,
   ChannelReader,
   ChannelWriter,
   ChannelError,

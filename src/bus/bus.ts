@@ -141,6 +141,11 @@ export class Bus extends EventEmitter<BusEvents> {
     return this.#directory.accept<T>(name, { from, codec: options.codec, spin: options.spin, signal: this.#signal(options.signal) });
   }
 
+  /** {@link Bus.close}, for `using bus = await attach(...)`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /**
    * Leaves the bus: our channels end (readers elsewhere see EOF after what was sent), our slot
    * is released and the others are rung. The device stays open. Idempotent.

@@ -239,6 +239,11 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     return this.ready().then(() => this.#iterate());
   }
 
+  /** {@link ChannelReader.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /**
    * Stops reading: pending receives reject with `ERR_IVSHMEM_CHANNEL_CLOSED` and the writer's
    * sends fail from now on. Idempotent.

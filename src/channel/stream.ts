@@ -1,4 +1,5 @@
 import { Duplex, Readable, Writable } from 'node:stream';
+import { fail } from '../errors.js';
 import { ChannelError } from './errors.js';
 import type { ChannelReader } from './reader.js';
 import type { ChannelWriter } from './writer.js';
@@ -80,7 +81,7 @@ function readSide(reader: ChannelReader<Uint8Array>) {
 function writeSide(writer: ChannelWriter<Uint8Array>, options: ChannelStreamOptions) {
   const max = Math.min(options.maxMessageSize ?? writer.maxMessageSize, writer.maxMessageSize);
   if (!Number.isInteger(max) || max < 1) {
-    throw new ChannelError('ERR_IVSHMEM_INVALID_ARGUMENT', `stream: maxMessageSize must be a positive integer, got ${String(options.maxMessageSize)}`);
+    fail('ERR_IVSHMEM_INVALID_ARGUMENT', `stream: maxMessageSize must be a positive integer, got ${String(options.maxMessageSize)}`);
   }
   const send = async (chunk: Uint8Array): Promise<void> => {
     for (let at = 0; at < chunk.length; at += max) {

@@ -299,6 +299,11 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     this.#claim = -1;
   }
 
+  /** {@link ChannelWriter.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   /**
    * Ends the channel: after the messages already sent, the reader sees EOF. Pending sends
    * reject with `ERR_IVSHMEM_CHANNEL_CLOSED`; an open claim is dropped. Idempotent.

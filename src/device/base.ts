@@ -156,6 +156,11 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     }
   }
 
+  /** {@link Device.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -80,4 +80,6 @@ export interface Device extends EventEmitter<DeviceEvents> {
   interrupts(options?: InterruptOptions): AsyncIterableIterator<Interrupt>;
   /** Releases every fd and mapping. Idempotent. */
   close(): void;
+  /** {@link Device.close}, for `using dev = openFile(...)`. */
+  [Symbol.dispose](): void;
 }

@@ -196,6 +196,11 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
     return this;
   }
 
+  /** {@link IvshmemServer.close}, for `await using server = await IvshmemServer.listen(...)`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   /** Disconnects every peer, removes the socket file (and the shared memory it created). */
   async close(): Promise<void> {
     if (this.#closed) return;

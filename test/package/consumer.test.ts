@@ -99,14 +99,14 @@ describe('a consumer project', () => {
       join(dir, 'app.ts'),
       `import { openFile, ChannelWriter, IvshmemError, type Device, type Codec } from 'ivshmem';
 import { startLab, type Lab, type LabOptions } from 'ivshmem/testing';
-const dev: Device = openFile('/dev/shm/x', { size: 4096, create: true });
+using dev: Device = openFile('/dev/shm/x', { size: 4096, create: true });
 const codec: Codec<string> | undefined = undefined;
 const options: LabOptions = { guests: [{ name: 'a' }] };
 export const used = [dev.size, codec, options, ChannelWriter, IvshmemError, startLab as (o: LabOptions) => Promise<Lab>];
 `,
     );
     const config = join(dir, `tsconfig.${moduleResolution}.json`);
-    writeFileSync(config, JSON.stringify({ compilerOptions: { module, moduleResolution, target: 'es2022', strict: true, noEmit: true, skipLibCheck: false, types: ['node'] }, files: ['app.ts'] }));
+    writeFileSync(config, JSON.stringify({ compilerOptions: { module, moduleResolution, target: 'es2022', lib: ['es2023', 'esnext.disposable'], strict: true, noEmit: true, skipLibCheck: false, types: ['node'] }, files: ['app.ts'] }));
     execFileSync(process.execPath, [tsc, '-p', config], { cwd: dir, encoding: 'utf8' });
   }, 120_000);
 

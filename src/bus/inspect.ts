@@ -43,6 +43,9 @@ const STATES = ['free', 'joining', 'up', 'leaving'] as const;
 
 /** Reads a bus region without changing a byte of it: for `ivshmem dump` and debugging. */
 export async function inspectRegion(memory: ArrayBuffer): Promise<RegionSnapshot> {
+  if (memory.byteLength < SUPERBLOCK_SIZE) {
+    return { state: 'foreign', geometry: null, error: `${memory.byteLength} bytes cannot hold a region's ${SUPERBLOCK_SIZE}-byte superblock`, peers: [] };
+  }
   const sb = new Uint32Array(memory, 0, SUPERBLOCK_SIZE / 4);
   const magic = Atomics.load(sb, SB.magic / 4);
   const state = Atomics.load(sb, SB.state / 4);

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fail } from '../errors.js';
 import { detectAccel } from '../testing/index.js';
-import { flagHelp, parseArgs, type FlagSpec } from './args.js';
+import { flagHelp, intFlag, parseArgs, type FlagSpec } from './args.js';
 import { runLabBench } from './lab-bench.js';
 import { formatReport } from './lab-bench-report.js';
 
@@ -32,6 +32,20 @@ here with $CC or cc), the bare Node doorbell, the channel on each waiting path, 
 Node TCP round trips and streams over virtio-net, and channel streams. Needs the lab (ivshmem
 lab status). Under TCG a boot takes from 20 s to 2 minutes, depending on the host's load.`;
 
+// The benchmark's largest ring holds 1 MiB; a message must fit with its header.
+const MAX_SIZE = 1 << 19;
+
+function sizes(text: string): number[] {
+  const list = text.split(',').map((s) => s.trim());
+  for (const s of list) {
+    const n = /^\d+$/.test(s) ? Number(s) : NaN;
+    if (!(n >= 1 && n <= MAX_SIZE)) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem bench: --sizes takes byte counts 1..${MAX_SIZE} separated by commas, got '${s}' in '${text}'`);
+    }
+  }
+  return list.map(Number);
+}
+
 /** `ivshmem bench`: runs the package's benchmark script in a child process. */
 export async function benchCommand(argv: string[]): Promise<number> {
   const { flags, rest } = parseArgs(argv, specs, 'bench');
@@ -45,10 +59,14 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (labOnly) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem bench: --${labOnly} goes with --lab`);
   const script = join(import.meta.dirname, '..', '..', 'bench', 'run.mjs');
   if (!existsSync(script)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem bench: ${script} is missing from this installation`);
+  // Checked here, before the benchmark starts its peer processes: a bad value is one line, never
+  // a crash of the benchmark that leaves its peers behind.
   const env = { ...process.env };
-  if (flags.sizes) env.BENCH_SIZES = String(flags.sizes);
-  if (flags.ms) env.BENCH_MS = String(flags.ms);
-  if (flags['round-trips']) env.BENCH_ROUND_TRIPS = String(flags['round-trips']);
+  if (flags.sizes !== undefined) env.BENCH_SIZES = sizes(String(flags.sizes)).join(',');
+  const ms = intFlag(flags, 'ms', 'bench', { min: 1, max: 600_000 });
+  if (ms !== undefined) env.BENCH_MS = String(ms);
+  const roundTrips = intFlag(flags, 'round-trips', 'bench', { min: 100, max: 10_000_000 });
+  if (roundTrips !== undefined) env.BENCH_ROUND_TRIPS = String(roundTrips);
   const child = spawn(process.execPath, [script], { stdio: 'inherit', env });
   return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
 }

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { formatRegion, inspectRegion } from '../bus/index.js';
 import { openFile } from '../device/index.js';
 import { IvshmemServer } from '../server/index.js';
-import { fail, ivshmemError } from '../errors.js';
-import { parseArgs } from './args.js';
+import { ivshmemError } from '../errors.js';
+import { intFlag, parseArgs } from './args.js';
 
 export const demoHelp = `ivshmem demo [--rounds N]: two peer processes over our server, no VM needed
 
@@ -48,8 +48,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     console.log(demoHelp);
     return 0;
   }
-  const rounds = flags.rounds === undefined ? 10_000 : Number(flags.rounds);
-  if (!Number.isInteger(rounds) || rounds < 1) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `ivshmem demo: --rounds must be a positive integer, got ${String(flags.rounds)}`);
+  const rounds = intFlag(flags, 'rounds', 'demo', { min: 1, fallback: 10_000 })!;
   const dir = mkdtempSync(join(tmpdir(), 'ivshmem-demo-'));
   const server = await IvshmemServer.listen({ socket: join(dir, 'socket'), size: 4 << 20, vectors: 2 });
   server.on('log', (line) => console.log(`server: ${line}`));

@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IvshmemServer } from '../server/index.js';
 import { fail } from '../errors.js';
-import { flagHelp, parseArgs, parseSize, type FlagSpec } from './args.js';
+import { flagHelp, intFlag, parseArgs, parseSize, type FlagSpec } from './args.js';
 
 const specs: FlagSpec[] = [
   { short: 'S', long: 'socket', value: true, help: 'UNIX socket path (default /tmp/ivshmem_socket)' },
@@ -55,7 +55,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     console.log(serverHelp);
     return 0;
   }
-  const vectors = flags.vectors === undefined ? 1 : Number(flags.vectors);
+  const vectors = intFlag(flags, 'vectors', 'server', { min: 1, max: 64, fallback: 1 });
   const server = await IvshmemServer.listen({
     socket: (flags.socket as string | undefined) ?? '/tmp/ivshmem_socket',
     size: flags.size === undefined ? undefined : parseSize(flags.size as string),
@@ -63,7 +63,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     shm: shmPath(flags),
     reuseShm: flags['reuse-shm'] === true,
     keepShm: flags['keep-shm'] === true,
-    maxPeers: flags['max-peers'] === undefined ? undefined : Number(flags['max-peers']),
+    maxPeers: intFlag(flags, 'max-peers', 'server', { min: 1, max: 65536 }),
     mode: flags.mode === undefined ? undefined : octalMode(flags.mode as string),
   });
   server.on('log', (line) => console.log(`${stamp()} ${line}`));

@@ -58,7 +58,7 @@ describe('ivshmem server', () => {
   it('explains bad flags in one line and exits 1', async () => {
     const err = await run(process.execPath, [cli, 'server', '-n', '100', '-S', shmPath('x')]).catch((e: { code: number; stderr: string }) => e);
     expect(err).toMatchObject({ code: 1 });
-    expect((err as { stderr: string }).stderr.trim()).toBe('ivshmem: vectors must be an integer 1..64, got 100');
+    expect((err as { stderr: string }).stderr.trim()).toBe("ivshmem server: --vectors must be an integer 1..64, got '100'");
     const bad = await run(process.execPath, [cli, 'server', '--bogus']).catch((e: { stderr: string }) => e);
     expect((bad as { stderr: string }).stderr).toMatch(/unknown option --bogus/);
   });

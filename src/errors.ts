@@ -88,7 +88,7 @@ export interface IvshmemErrorProps {
 /**
  * The one error class of the library. System call failures carry `errno`, `syscall` and, when
  * the call was about a file or socket, its `path`; library failures carry an `ERR_IVSHMEM_*`
- * code. Make them with {@link ivshmemError} (or {@link fail}); the native addon makes its own.
+ * code. Make them with `ivshmemError()` (or `fail()`); the native addon makes its own.
  */
 export class IvshmemError extends Error {
   /** `ENOENT`, `EACCES`, … for system calls; `ERR_IVSHMEM_*` for the library's own checks. */
@@ -127,7 +127,7 @@ export function ivshmemError(code: IvshmemErrorCode, message: string, props: Ivs
   return new IvshmemError(message, { ...props, code, ...(errno === undefined ? {} : { errno }) });
 }
 
-/** Throws {@link ivshmemError}`(code, message, props)`. */
+/** Throws `ivshmemError(code, message, props)`. */
 export function fail(code: IvshmemErrorCode, message: string, props: IvshmemErrorProps = {}): never {
   throw ivshmemError(code, message, props);
 }

@@ -37,6 +37,7 @@ export interface AttachOptions extends RegionFormat, RegionPlacement {
   maxPeerHeartbeat?: number;
   /** How long to wait for another peer that is formatting the region (default 5000 ms). */
   formatTimeout?: number;
+  /** Gives up waiting for another peer's formatting. */
   signal?: AbortSignal;
 }
 

@@ -15,9 +15,9 @@ import { CONTROL_VECTOR, WakePolicy } from './wake.js';
  * Peers on one shared-memory region: who is there (by name, with liveness), and named channels
  * between them. Create with {@link attach}.
  *
- * The bus coordinates four concerns, each in a file of its own: {@link Liveness} (heartbeats,
- * who is up), the {@link Directory} of channels opened to us, the {@link SectionAllocator} of
- * our own section (the channels we open), and the {@link WakePolicy}; the peer table's atomics
+ * The bus coordinates four concerns, each in a file of its own: `Liveness` (heartbeats,
+ * who is up), the `Directory` of channels opened to us, the `SectionAllocator` of
+ * our own section (the channels we open), and the `WakePolicy`; the peer table's atomics
  * are in slots.ts.
  */
 export class Bus extends EventEmitter<BusEvents> {
@@ -65,6 +65,7 @@ export class Bus extends EventEmitter<BusEvents> {
     return this.#liveness.peers;
   }
 
+  /** True once the bus closed (by {@link Bus.close} or a failure). */
   get closed(): boolean {
     return this.#closed;
   }

@@ -30,12 +30,19 @@ export interface Geometry {
   /** Byte offset of the region in the shared memory (attach's `offset`); every offset below includes it. */
   base: number;
   regionSize: number;
+  /** `pairwise`: exactly two peers; `shared`: up to `maxPeers`. */
   profile: 'pairwise' | 'shared';
+  /** Slots in the peer table. */
   maxPeers: number;
+  /** Where the peer table starts. */
   tableOffset: number;
+  /** Where the channel sections start. */
   sectionsOffset: number;
+  /** Bytes of each section. */
   sectionSize: number;
+  /** Channel directory entries per section (channels a peer can open at once). */
   entries: number;
+  /** Random, new at every format: tells a re-formatted region from the one we attached to. */
   generation: number;
 }
 

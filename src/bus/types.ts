@@ -7,6 +7,7 @@ export interface BusPeer {
   readonly slot: number;
   /** Random per attach: a restarted peer is a new session, even in the same slot. */
   readonly session: number;
+  /** The name it attached with. */
   readonly name: string;
   /** Its ivshmem peer ID, or null without doorbells. */
   readonly deviceId: number | null;
@@ -19,7 +20,9 @@ export type PeerDownReason = 'left' | 'heartbeat' | 'disconnected' | 'replaced' 
 
 /** A channel another peer opened to us, not yet accepted. */
 export interface IncomingChannel {
+  /** The peer that opened it. */
   readonly from: BusPeer;
+  /** The channel's name. */
   readonly name: string;
   /** Takes the channel: its reader, decoding with `codec`. */
   accept<T = Uint8Array>(options?: { codec?: Codec<T> }): ChannelReader<T>;
@@ -27,7 +30,9 @@ export interface IncomingChannel {
 
 /** Events of a {@link Bus}. */
 export interface BusEvents {
+  /** A peer attached (or was already there when we did). */
   'peer-up': [peer: BusPeer];
+  /** A peer left, or was found dead. */
   'peer-down': [peer: BusPeer, reason: PeerDownReason];
   /** A channel was opened to us and nobody was waiting in {@link Bus.accept} for its name. */
   channel: [channel: IncomingChannel];

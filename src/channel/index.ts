@@ -48,7 +48,9 @@ export { channelDuplex, channelReadable, channelWritable, STREAM_ABORT, STREAM_D
 
 /** Both ends of one channel, for {@link createChannel}. */
 export interface Channel<T> {
+  /** The sending end. */
   writer: ChannelWriter<T>;
+  /** The receiving end. */
   reader: ChannelReader<T>;
 }
 

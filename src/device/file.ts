@@ -27,6 +27,7 @@ export interface OpenFileOptions {
  * `memory-backend-file`: memory only, no doorbells and no interrupts.
  */
 export class FileDevice extends DeviceBase {
+  /** Always `'file'`. */
   readonly backend = 'file' as const;
   /** The mapped file. */
   readonly path: string;

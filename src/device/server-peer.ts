@@ -27,6 +27,7 @@ export interface ConnectOptions {
 
 /** Another peer on the same server, as this peer knows it. */
 export interface RemotePeer {
+  /** Its ivshmem peer ID. */
   id: number;
   /** How many of its vectors we can ring. */
   vectors: number;
@@ -37,6 +38,7 @@ export interface RemotePeer {
  * eventfds, and the other peers' doorbells, kept up to date from the server's messages.
  */
 export class ServerPeerDevice extends DeviceBase {
+  /** Always `'server-peer'`. */
   readonly backend = 'server-peer' as const;
   /** The server's socket. */
   readonly socketPath: string;

@@ -32,6 +32,7 @@ export interface SysfsSystem {
  * no interrupts (the doorbell device signals only by MSI-X, which needs VFIO). Needs root.
  */
 export class SysfsDevice extends DeviceBase {
+  /** Always `'sysfs'`. */
   readonly backend = 'sysfs' as const;
   /** The PCI address. */
   readonly address: string;

@@ -5,7 +5,9 @@ export type Backend = 'file' | 'server-peer' | 'vfio' | 'sysfs';
 
 /** One interrupt: `count` doorbells on `vector` arrived since the last event. */
 export interface Interrupt {
+  /** The vector that was rung. */
   vector: number;
+  /** How many doorbells arrived since the last report. */
   count: number;
 }
 

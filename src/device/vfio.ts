@@ -32,6 +32,7 @@ interface Registers {
  * kernel `intel_iommu=on`) or a kernel with VFIO no-IOMMU mode.
  */
 export class VfioDevice extends DeviceBase {
+  /** Always `'vfio'`. */
   readonly backend = 'vfio' as const;
   /** The PCI address. */
   readonly address: string;

@@ -44,16 +44,21 @@ export interface ServerOptions {
 
 /** A peer as the server sees it. */
 export interface ServerPeer {
+  /** Its ivshmem peer ID. */
   id: number;
+  /** Its interrupt vectors. */
   vectors: number;
 }
 
 /** Events of {@link IvshmemServer}. */
 export interface ServerEvents {
+  /** A peer connected and got its ID. */
   'peer-connected': [peer: ServerPeer];
+  /** A peer left; `reason` says how. */
   'peer-disconnected': [peer: ServerPeer, reason: string];
   /** A human-readable line for each connect, disconnect and notable decision. */
   log: [line: string];
+  /** The server closed. */
   close: [];
 }
 
@@ -94,6 +99,7 @@ export function roundShmSize(size: number): number {
  * ```
  */
 export class IvshmemServer extends EventEmitter<ServerEvents> {
+  /** The UNIX socket it listens on. */
   readonly socketPath: string;
   /**
    * The shared memory's file: the `shm` option, or for the sealed memfd `/proc/PID/fd/N`, which
@@ -102,7 +108,9 @@ export class IvshmemServer extends EventEmitter<ServerEvents> {
   readonly shmPath: string;
   /** Whether the memory is sealed against shrinking and growing (the default memfd). */
   readonly sealed: boolean;
+  /** Bytes of shared memory (a power of two). */
   readonly size: number;
+  /** Interrupt vectors per peer. */
   readonly vectors: number;
   #listenFd: number;
   #shm: FdRef;

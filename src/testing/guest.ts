@@ -12,6 +12,7 @@ import type { LabImage } from './prepare.js';
 /** An ivshmem device as a guest sees it, with where it lives on the host. */
 export type GuestDevice =
   | {
+      /** An `ivshmem-doorbell` device wired to a lab server. */
       kind: 'doorbell';
       /** PCI address in the guest, e.g. `0000:00:10.0`. */
       address: string;
@@ -25,12 +26,15 @@ export type GuestDevice =
       peerId?: number;
     }
   | {
+      /** An `ivshmem-plain` device: shared memory, no doorbells. */
       kind: 'plain';
+      /** PCI address in the guest, e.g. `0000:00:11.0`. */
       address: string;
       /** The lab's name for the memory. */
       shm: string;
       /** The backing file on the host (under /dev/shm). */
       path: string;
+      /** Bytes of shared memory. */
       size: number;
     };
 
@@ -55,12 +59,19 @@ export interface GuestNet {
 
 /** What QEMU needs to boot one guest. */
 export interface BootSpec {
+  /** The guest's name in the lab. */
   name: string;
+  /** The kernel and initramfs to boot. */
   image: LabImage;
+  /** KVM or TCG. */
   accel: Accel;
+  /** Guest memory in MiB. */
   memoryMb: number;
+  /** Whether the guest has a vIOMMU (needed for VFIO). */
   iommu: boolean;
+  /** Its ivshmem devices, in PCI order. */
   devices: GuestDevice[];
+  /** The host folder the guest's job and its results go through. */
   jobDir: string;
   net?: GuestNet;
 }
@@ -72,6 +83,7 @@ export const NET_SLOT = '0f';
 export interface GuestJob {
   /** The script, a path on the host (the guest sees the host's / at the same paths). */
   script: string;
+  /** Arguments for the script. */
   args?: string[];
   /** Added to the guest's environment. */
   env?: Record<string, string>;
@@ -83,15 +95,19 @@ export interface GuestJob {
 
 /** How a guest's job ended. */
 export interface GuestResult {
+  /** The guest's name. */
   name: string;
   /** The job's exit status; null when it never finished (timeout, guest crash, QEMU failure). */
   exitCode: number | null;
+  /** What the script wrote to standard output. */
   stdout: string;
+  /** What the script wrote to standard error. */
   stderr: string;
   /** The guest's serial console: kernel messages and the lab's /init. */
   console: string;
   /** QEMU's own output (device setup errors land here). */
   qemuLog: string;
+  /** True when the guest was killed for taking too long. */
   timedOut: boolean;
   /**
    * The guest's /init reached the job. False when the guest died before it (a kernel that did

@@ -23,6 +23,7 @@ export interface LabServerConfig {
 /** An ivshmem device of a lab guest. */
 export type LabDeviceConfig =
   | {
+      /** An `ivshmem-doorbell` device on one of the lab's servers. */
       kind: 'doorbell';
       /** The lab server it connects to (default `default`). */
       server?: string;
@@ -30,6 +31,7 @@ export type LabDeviceConfig =
       vectors?: number;
     }
   | {
+      /** An `ivshmem-plain` device: shared memory, no doorbells. */
       kind: 'plain';
       /** Devices naming the same `shm` share one backing file (default `default`). */
       shm?: string;
@@ -49,6 +51,7 @@ export interface LabNetConfig {
 export interface LabGuestConfig {
   /** Default: `guest0`, `guest1`, … */
   name?: string;
+  /** Its ivshmem devices, in PCI order (default none). */
   devices?: LabDeviceConfig[];
   /**
    * An emulated Intel IOMMU, which VFIO (and so interrupts) needs. Default: on when the guest
@@ -68,11 +71,13 @@ export interface LabGuestConfig {
 
 /** Options of {@link startLab}. */
 export interface LabOptions {
+  /** The guests this lab can boot. */
   guests: LabGuestConfig[];
   /** Servers by name; those only named by devices get defaults. */
   servers?: Record<string, LabServerConfig>;
   /** The kernel and initramfs. Default: the newest in `cacheDir`, prepared if there is none. */
   image?: LabImage;
+  /** Where the prepared kernel and initramfs are (default {@link defaultCacheDir}). */
   cacheDir?: string;
   /** Run {@link prepareLab} when the cache is empty (default true). */
   prepare?: boolean;
@@ -93,9 +98,13 @@ const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n >= 409
 
 /** A lab guest with its defaults filled in. */
 export interface LabGuest {
+  /** The guest's name. */
   name: string;
+  /** Its ivshmem devices, in PCI order. */
   devices: LabDeviceConfig[];
+  /** Whether it boots with a vIOMMU (needed for VFIO). */
   iommu: boolean;
+  /** Guest memory in MiB. */
   memoryMb: number;
   net?: { link: string; address: string; mac: string };
 }
@@ -109,9 +118,11 @@ export interface LabGuest {
 export class Lab {
   /** The kernel and initramfs the guests boot. */
   readonly image: LabImage;
+  /** KVM when it works on this machine, TCG otherwise. */
   readonly accel: Accel;
   /** The lab's scratch folder on the host (sockets, job folders). */
   readonly dir: string;
+  /** The guests, with their defaults filled in. */
   readonly guests: readonly LabGuest[];
   #servers = new Map<string, IvshmemServer>();
   #shm = new Map<string, { path: string; size: number }>();
@@ -168,7 +179,7 @@ export class Lab {
     return server;
   }
 
-  /** The named server's socket, for {@link connect} from the host. */
+  /** The named server's socket, for `connect()` from `ivshmem` on the host. */
   socketPath(name = 'default'): string {
     return this.server(name).socketPath;
   }
@@ -248,6 +259,7 @@ export class Lab {
     this.#cleanup();
   }
 
+  /** {@link Lab.close}, for `await using lab = await startLab(...)`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -174,6 +174,13 @@ function addon(): { addon: Native; path: string } {
 export const native: Native = new Proxy({} as Native, {
   get: (_target, key) => Reflect.get(addon().addon, key),
   has: (_target, key) => Reflect.has(addon().addon, key),
+  // `{ ...native, open: … }` (tests wrap single calls) copies the addon's own members.
+  ownKeys: () => Reflect.ownKeys(addon().addon),
+  getOwnPropertyDescriptor: (_target, key) => {
+    const descriptor = Reflect.getOwnPropertyDescriptor(addon().addon, key);
+    // The target has no such member: the proxy may only report it as configurable.
+    return descriptor && { ...descriptor, configurable: true };
+  },
 });
 
 /** The file the addon was loaded from (loading it if needed). */

@@ -1,7 +1,6 @@
 // TypeDoc plugin: names the entry points as users import them ('ivshmem', 'ivshmem/spec',
-// 'ivshmem/testing')
-// and files every documented declaration under a category by the folder it comes from, so the
-// sources need no @category tags.
+// 'ivshmem/testing') and files every documented declaration under a category by the folder it
+// comes from, so the sources need no @category tags.
 import { Comment, CommentTag, Converter, ReflectionKind } from 'typedoc';
 
 const CATEGORIES = [

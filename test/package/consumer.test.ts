@@ -83,10 +83,10 @@ describe('a consumer project', () => {
     expect(existsSync(join(dir, 'node_modules', 'ivshmem', 'build'))).toBe(false);
   });
 
-  it('imports both entry points from ESM and CommonJS', () => {
-    writeFileSync(join(dir, 'esm.mjs'), `import { openFile, ringSize } from 'ivshmem';\nimport { startLab } from 'ivshmem/testing';\nconsole.log(typeof openFile, typeof startLab, ringSize(4096) > 4096);\n`);
+  it('imports the entry points from ESM and CommonJS', () => {
+    writeFileSync(join(dir, 'esm.mjs'), `import { openFile, ringSize } from 'ivshmem';\nimport { startLab } from 'ivshmem/testing';\nimport * as spec from 'ivshmem/spec';\nconsole.log(typeof openFile, typeof startLab, ringSize(4096) > 4096, Object.keys(spec).length > 0);\n`);
     writeFileSync(join(dir, 'cjs.cjs'), `const { openFile } = require('ivshmem');\nconst { startLab } = require('ivshmem/testing');\nconsole.log(typeof openFile, typeof startLab);\n`);
-    expect(execFileSync(process.execPath, ['esm.mjs'], { cwd: dir, encoding: 'utf8' }).trim()).toBe('function function true');
+    expect(execFileSync(process.execPath, ['esm.mjs'], { cwd: dir, encoding: 'utf8' }).trim()).toBe('function function true true');
     expect(execFileSync(process.execPath, ['cjs.cjs'], { cwd: dir, encoding: 'utf8' }).trim()).toBe('function function');
   });
 

@@ -4,7 +4,7 @@
 import { Comment, CommentTag, Converter, ReflectionKind } from 'typedoc';
 
 const CATEGORIES = [
-  [/\/src\/device\//, 'Devices'],
+  [/\/src\/device\/|\/src\/mapping\.ts$/, 'Devices'],
   [/\/src\/server\/|\/src\/protocol\//, 'Server'],
   [/\/src\/channel\//, 'Channels'],
   [/\/src\/bus\//, 'Bus'],

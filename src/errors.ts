@@ -150,6 +150,7 @@ export function withPath(error: unknown, path: string): unknown {
  * `'AbortError'`, `code` `'ABORT_ERR'`, and the signal's reason as `cause`.
  */
 export class AbortError extends Error {
+  /** `'ABORT_ERR'`, as Node's own AbortError has. */
   readonly code = 'ABORT_ERR' as const;
 
   constructor(reason: unknown) {

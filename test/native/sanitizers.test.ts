@@ -19,7 +19,7 @@ beforeAll(() => {
 describe('the addon under ASan and UBSan', () => {
   it('is the one a process loads when IVSHMEM_ADDON points at it, with the runtime preloaded', () => {
     const probe = `import('./dist/native.js').then((m) => console.log(JSON.stringify({
-      path: m.nativePath,
+      path: m.nativePath(),
       asan: require('node:fs').readFileSync('/proc/self/maps', 'utf8').includes('libasan'),
     })))`;
     const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, env: sanitizerEnv(), encoding: 'utf8' });

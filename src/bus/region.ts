@@ -29,6 +29,7 @@ export interface RegionFormat {
 export interface Geometry {
   /** Byte offset of the region in the shared memory (attach's `offset`); every offset below includes it. */
   base: number;
+  /** Bytes of the region the bus uses. */
   regionSize: number;
   /** `pairwise`: exactly two peers; `shared`: up to `maxPeers`. */
   profile: 'pairwise' | 'shared';

@@ -54,6 +54,7 @@ export interface GuestNet {
   endpoint: string;
   /** The guest's address on eth0, e.g. `10.0.0.1/24`. */
   address: string;
+  /** The virtio-net device's MAC address. */
   mac: string;
 }
 
@@ -73,6 +74,7 @@ export interface BootSpec {
   devices: GuestDevice[];
   /** The host folder the guest's job and its results go through. */
   jobDir: string;
+  /** Its end of a virtio-net link to another guest, if any. */
   net?: GuestNet;
 }
 
@@ -114,6 +116,7 @@ export interface GuestResult {
    * not boot, QEMU refusing the setup): such a failure says nothing about the job.
    */
   started: boolean;
+  /** From the start of QEMU to the guest's end, in milliseconds. */
   durationMs: number;
   /** The devices, with the IDs the servers assigned. */
   devices: GuestDevice[];

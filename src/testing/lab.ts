@@ -106,7 +106,15 @@ export interface LabGuest {
   iommu: boolean;
   /** Guest memory in MiB. */
   memoryMb: number;
-  net?: { link: string; address: string; mac: string };
+  /** Its virtio-net link: the link's name, its address on eth0 and its MAC address. */
+  net?: {
+    /** The link's name. */
+    link: string;
+    /** The guest's address on eth0, e.g. `10.0.0.1/24`. */
+    address: string;
+    /** The virtio-net device's MAC address. */
+    mac: string;
+  };
 }
 
 /**

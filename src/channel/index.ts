@@ -7,8 +7,8 @@
  * @module
  */
 import { ChannelReader } from './reader.js';
-import type { ChannelOptions, RingPlacement } from './ring.js';
-import { formatRing } from './ring.js';
+import type { ChannelOptions, RingPlacement } from './header.js';
+import { formatRing } from './header.js';
 import { ChannelWriter } from './writer.js';
 
 export { bytesCodec, jsonCodec, utf8Codec, type Codec } from './codec.js';
@@ -33,7 +33,8 @@ export {
 export { RING_FIELDS } from './fields.js';
 export { failedReader, inspectRing, ringEnds, type RingEnds, type RingSnapshot } from './inspect.js';
 export { ChannelReader, type DrainCallback } from './reader.js';
-export { formatRing, type BlockingOptions, type ChannelOptions, type OpenOptions, type FormatOptions, type RingPlacement } from './ring.js';
+export { formatRing, type ChannelOptions, type OpenOptions, type FormatOptions, type RingPlacement } from './header.js';
+export type { BlockingOptions } from './ring.js';
 export {
   deviceWaitStrategy,
   pollingWaitStrategy,

@@ -19,7 +19,7 @@ import {
   W_WRITER_CLOSED,
 } from './layout.js';
 import { ChannelReader } from './reader.js';
-import { formatRing } from './ring.js';
+import { formatRing } from './header.js';
 
 /** One channel ring as it is right now (copied once; not validated beyond `valid`). */
 export interface RingSnapshot {

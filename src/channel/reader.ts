@@ -12,7 +12,8 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions, type ChannelOptions, type OpenOptions, whenFormatted } from './ring.js';
+import { whenFormatted, type ChannelOptions, type OpenOptions } from './header.js';
+import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions } from './ring.js';
 
 const TWO32 = 2 ** 32;
 const DONE: Promise<IteratorResult<never>> = Promise.resolve({ value: undefined, done: true });

@@ -14,7 +14,8 @@ import {
   W_TAIL_LO,
   W_WRITER_CLOSED,
 } from './layout.js';
-import { RingEnd, timedOut, type BlockingOptions, type ChannelOptions, type OpenOptions, whenFormatted } from './ring.js';
+import { whenFormatted, type ChannelOptions, type OpenOptions } from './header.js';
+import { RingEnd, timedOut, type BlockingOptions } from './ring.js';
 
 const TWO32 = 2 ** 32;
 

@@ -121,8 +121,9 @@ struct ivs_ring_end {
     /* SPEC 2.7: a token bucket bounds our doorbells; one over the limit is held back, not dropped */
     uint32_t tokens;
     uint64_t refilled_ns;
-    int deferred, deferred_force;
-    int eof_stored;              /* consumer: reader-closed stored at end of stream (SPEC 2.8) */
+    int deferred;
+    int closed_stored;           /* our closed word is stored: nothing more is (SPEC 2.8) */
+    int eof_stored;              /* consumer: end of stream seen; finished, detached (SPEC 2.8) */
 };
 
 #define IVS_DOORBELL_BURST 64u        /* SPEC 2.7: doorbells a ring end may send at once ... */

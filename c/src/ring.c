@@ -160,6 +160,17 @@ void ivs_ring_detach(struct ivs_ring_end *e) {
     e->deferred = 0;
 }
 
+/* SPEC 2.8 (1.1): the closed word is this end's last store into the ring, as the owner may free
+ * the bytes and format another ring there; an announced sleep ends before it. */
+static void store_closed(struct ivs_ring_end *e, int word) {
+    if (e->wait_seq & 1u) {
+        e->wait_seq += 1;
+        st_sc(&e->header[e->own_wait], e->wait_seq);
+    }
+    st_sc(&e->header[word], 1);
+    e->closed_stored = 1;
+}
+
 /* Takes a doorbell token (SPEC 2.7); the clock is read only when the bucket runs dry. */
 static int take_token(struct ivs_ring_end *e) {
     if (e->tokens == 0) {
@@ -179,15 +190,16 @@ static int take_token(struct ivs_ring_end *e) {
 }
 
 /* After a publish: ring the other end if it announced sleep (an odd wait word) since we last
- * rang it, or always with `force` (closing), within the rate limit (SPEC 2.5 step 5, 2.7). */
-static void wake(struct ivs_ring_end *e, int peer_wait, int force) {
+ * rang it, within the rate limit (SPEC 2.5 step 5, 2.7). `closing`: the closing doorbell rings
+ * a sleeper even if already rung, takes no token and is never held back: one per end cannot
+ * flood, and a held-back one would ring after the bytes may belong to another ring. */
+static void wake(struct ivs_ring_end *e, int peer_wait, int closing) {
     if (!can_ring(e) || e->detached) return;
     uint32_t seq = ld_sc(&e->header[peer_wait]);
-    if (!(seq & 1u) || (!force && e->rang_once && seq == e->rung)) return;
-    if (!take_token(e)) {
+    if (!(seq & 1u) || (!closing && e->rang_once && seq == e->rung)) return;
+    if (!closing && !take_token(e)) {
         /* Held back, not dropped: looked at again once a token is there. */
         e->deferred = 1;
-        e->deferred_force |= force;
         return;
     }
     e->rung = seq;
@@ -205,9 +217,8 @@ int ivs_ring_doorbells(struct ivs_ring_end *e) {
         e->deferred = 0;
         return 0;
     }
-    int force = e->deferred_force;
-    e->deferred = e->deferred_force = 0;
-    wake(e, peer_wait_word(e), force);
+    e->deferred = 0;
+    wake(e, peer_wait_word(e), 0);
     return e->deferred;
 }
 
@@ -257,8 +268,12 @@ static int wait_until(struct ivs_ring_end *e, int own_wait, ready_fn ready, void
                     (void)n; /* any outcome: we look at the ring again */
                 }
             }
-            e->wait_seq += 1; /* even again */
-            st_sc(&e->header[own_wait], e->wait_seq);
+            /* Even again, unless the look found the end and put it back before the closed word
+             * (nothing is stored after it), or the ring may be another's now. */
+            if (e->wait_seq & 1u) {
+                e->wait_seq += 1;
+                if (!e->closed_stored && !e->detached) st_sc(&e->header[own_wait], e->wait_seq);
+            }
             if (r != 0) return r < 0 ? r : IVS_OK;
         } else {
             uint64_t idle = now - start;
@@ -297,7 +312,9 @@ static int producer_usable(struct ivs_producer *p) {
     if (p->e.error) return p->e.error;
     if (p->e.closed) return IVS_ERR_CLOSED;
     if (p->claim >= 0) return IVS_ERR_BUSY;
-    if (ld_relaxed(&p->e.header[W_READER_CLOSED]) != 0) return IVS_ERR_CLOSED;
+    /* Sequentially consistent: inside a sleep loop this is the look after announcing (SPEC 2.2).
+     * Latched: a word that reads 0 later was reset by a peer or belongs to another ring. */
+    if (ld_sc(&p->e.header[W_READER_CLOSED]) != 0) return fail(&p->e, IVS_ERR_CLOSED, IVS_FIELD_NONE);
     return IVS_OK;
 }
 
@@ -432,9 +449,12 @@ void ivs_producer_close(struct ivs_producer *p) {
     p->claim = -1;
     if (p->e.error == IVS_OK && !p->e.detached && p->tail_lo != p->published) publish(p);
     p->e.closed = 1;
-    if (!may_write(&p->e)) return;
-    st_sc(&p->e.header[W_WRITER_CLOSED], 1);
-    wake(&p->e, W_CONSUMER_WAIT, 1);
+    /* Our bus frees a ring whose writer failed (a corrupt one too): it may be another's now. */
+    if (may_write(&p->e) && p->e.error != IVS_ERR_CORRUPT) {
+        store_closed(&p->e, W_WRITER_CLOSED);
+        wake(&p->e, W_CONSUMER_WAIT, 1);
+    }
+    ivs_ring_detach(&p->e);
 }
 
 /* ---- Consumer ------------------------------------------------------------------------------ */
@@ -543,10 +563,12 @@ static int eof(struct ivs_consumer *c) {
     if (r != IVS_OK) return r;
     if (c->tail_lo != c->head_lo) return 0;
     /* SPEC 2.8 (1.1): the ring is finished on both sides; the writer's bus may reuse its space. */
-    if (!c->e.eof_stored && may_write(&c->e)) {
+    if (may_write(&c->e)) {
         consumer_flush(c);
-        st_sc(&c->e.header[W_READER_CLOSED], 1);
+        store_closed(&c->e, W_READER_CLOSED);
     }
+    /* Finished: nothing more is loaded from or stored into the ring (its bytes may be reused). */
+    ivs_ring_detach(&c->e);
     c->e.eof_stored = 1;
     return 1;
 }
@@ -554,6 +576,7 @@ static int eof(struct ivs_consumer *c) {
 int ivs_consumer_peek(struct ivs_consumer *c, const void **payload, uint32_t *length, uint32_t *type) {
     int r = consumer_usable(c);
     if (r != IVS_OK) return r;
+    if (c->e.eof_stored) return IVS_EOF;
     r = next_record(c);
     if (r == IVS_AGAIN) {
         int e = eof(c);
@@ -612,7 +635,7 @@ int ivs_consumer_receive(struct ivs_consumer *c, void *buffer, uint32_t buffer_s
 }
 
 uint32_t ivs_consumer_available(struct ivs_consumer *c) {
-    if (c->e.error || refresh_tail(c) != IVS_OK) return 0;
+    if (c->e.error || c->e.eof_stored || refresh_tail(c) != IVS_OK) return 0;
     return c->tail_lo - c->head_lo;
 }
 
@@ -620,7 +643,10 @@ void ivs_consumer_close(struct ivs_consumer *c) {
     if (c->e.closed || !c->e.header) return;
     c->e.closed = 1;
     c->at = -1;
-    if (!may_write(&c->e)) return;
-    st_sc(&c->e.header[W_READER_CLOSED], 1);
-    wake(&c->e, W_PRODUCER_WAIT, 1);
+    if (may_write(&c->e)) { /* not after end of stream: the end is detached then */
+        consumer_flush(c);
+        store_closed(&c->e, W_READER_CLOSED);
+        wake(&c->e, W_PRODUCER_WAIT, 1);
+    }
+    ivs_ring_detach(&c->e);
 }

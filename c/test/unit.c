@@ -2,11 +2,16 @@
  * sleeping protocol, and the region (format, join, liveness, channels, leave). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -709,6 +714,175 @@ static void test_slot_changing_hands(void) {
     munmap(shared, 1 << 20);
 }
 
+/* ---- SPEC 2.8 (1.1): the closed word is an end's last store ------------------------------- */
+
+/* A reader closed after it stored reader-closed at end of stream writes nothing and rings nobody:
+ * the writer's side may already have formatted a new ring at those bytes (first fit). */
+static void test_closed_word_is_last(void) {
+    struct ivs_producer p, q;
+    struct ivs_consumer c;
+    struct ivs_doorbell bell = {.ring = count_ring, .fd = -1};
+    EQ(ivs_ring_format(mem, 4096, 256, 0), 256);
+    EQ(ivs_producer_attach(&p, mem, 4096, NULL), IVS_OK);
+    EQ(ivs_consumer_attach(&c, mem, 4096, &bell), IVS_OK);
+    uint32_t v = 7, len, type;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    ivs_producer_close(&p);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(ivs_ring_format(mem, 4096, 256, 0), 256); /* the writer's bus reuses the bytes */
+    EQ(ivs_producer_attach(&q, mem, 4096, NULL), IVS_OK);
+    words(0)[W_PRODUCER_WAIT] = 1; /* the new writer sleeps */
+    /* The finished reader reads nothing of the new ring either. */
+    EQ(ivs_producer_try_send(&q, &v, 4, 0), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(ivs_consumer_available(&c), 0);
+    rings = 0;
+    ivs_consumer_close(&c);
+    EQ(words(0)[W_READER_CLOSED], 0);
+    EQ(words(0)[W_HEAD_LO], 0);
+    EQ(rings, 0);
+    EQ(ivs_producer_try_send(&q, &v, 4, 0), IVS_OK);
+}
+
+/* A writer that failed on a corrupt ring writes nothing at close: its bus frees such a ring. */
+static void test_corrupt_writer_closes_silently(void) {
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    fresh(256, &p, &c);
+    uint32_t v = 7;
+    words(0)[W_HEAD_LO] = 12; /* misaligned */
+    words(0)[W_TAIL_LO] = 0;
+    for (int i = 0; i < 64 && ivs_producer_try_send(&p, &v, 4, 0) == IVS_OK; i++) {
+    }
+    EQ(p.e.error, IVS_ERR_CORRUPT);
+    EQ(ivs_ring_format(mem, 4096, 256, 0), 256);
+    ivs_producer_close(&p);
+    EQ(words(0)[W_WRITER_CLOSED], 0);
+}
+
+/* Once a writer has seen reader-closed it keeps failing, even if the word reads 0 later. */
+static void test_writer_latches_reader_closed(void) {
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    fresh(256, &p, &c);
+    uint32_t v = 7;
+    ivs_consumer_close(&c);
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_ERR_CLOSED);
+    words(0)[W_READER_CLOSED] = 0;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_ERR_CLOSED);
+}
+
+/* SPEC 2.7 (1.1): the closing doorbell takes no token and is never held back. */
+static void test_closing_doorbell_exempt(void) {
+    struct ivs_doorbell bell = {.ring = count_ring, .fd = -1};
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    EQ(ivs_ring_format(mem, 4096, 256, 0), 256);
+    EQ(ivs_producer_attach(&p, mem, 4096, &bell), IVS_OK);
+    EQ(ivs_consumer_attach(&c, mem, 4096, &bell), IVS_OK);
+    p.e.tokens = c.e.tokens = 0;
+    p.e.refilled_ns = c.e.refilled_ns = UINT64_MAX; /* no token for a long while */
+    words(0)[W_CONSUMER_WAIT] = 1;
+    words(0)[W_PRODUCER_WAIT] = 1;
+    rings = 0;
+    ivs_consumer_close(&c);
+    EQ(rings, 1);
+    ivs_producer_close(&p);
+    EQ(rings, 2);
+    EQ(p.e.deferred, 0);
+    EQ(c.e.deferred, 0);
+}
+
+/* Stores into the watched word, and how many found the ring's reader-closed already set: a
+ * hardware write breakpoint signals each store as it happens. */
+static volatile sig_atomic_t watched_stores, stores_after_closed;
+static uint32_t *watched_ring;
+static void on_watched_store(int sig) {
+    (void)sig;
+    watched_stores++;
+    if (__atomic_load_n(&watched_ring[W_READER_CLOSED], __ATOMIC_SEQ_CST) != 0) stores_after_closed++;
+}
+static int watch_stores(uint32_t *word) {
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof a);
+    a.type = PERF_TYPE_BREAKPOINT;
+    a.size = sizeof a;
+    a.bp_type = HW_BREAKPOINT_W;
+    a.bp_addr = (uintptr_t)word;
+    a.bp_len = HW_BREAKPOINT_LEN_4;
+    a.sample_period = 1;
+    a.wakeup_events = 1;
+    a.exclude_kernel = 1;
+    a.exclude_hv = 1;
+    int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
+    if (fd < 0) return -1;
+    signal(SIGIO, on_watched_store);
+    struct f_owner_ex owner = {.type = F_OWNER_TID, .pid = (pid_t)syscall(SYS_gettid)};
+    fcntl(fd, F_SETOWN_EX, &owner);
+    fcntl(fd, F_SETSIG, SIGIO);
+    fcntl(fd, F_SETFL, O_ASYNC);
+    return fd;
+}
+
+/* The writer closes while the reader announces sleep: the reader's look after announcing finds
+ * end of stream. Its wait word goes back to even before reader-closed, never after. */
+static struct ivs_producer *closing_writer;
+static int close_writer(void *ctx) {
+    (void)ctx;
+    ivs_producer_close(closing_writer);
+    return 0;
+}
+static void test_sleep_ends_before_closed_word(void) {
+    struct ivs_producer p;
+    struct ivs_consumer c;
+    int efd = eventfd(0, EFD_NONBLOCK);
+    struct ivs_doorbell bell = {.ring = close_writer, .fd = efd};
+    EQ(ivs_ring_format(mem, 4096, 256, 0), 256);
+    EQ(ivs_producer_attach(&p, mem, 4096, NULL), IVS_OK);
+    EQ(ivs_consumer_attach(&c, mem, 4096, &bell), IVS_OK);
+    closing_writer = &p;
+    c.e.spin_ns = 0;
+    /* A held-back doorbell of the reader's, sent just before it announces sleep, closes the writer. */
+    words(0)[W_PRODUCER_WAIT] = 1;
+    c.e.deferred = 1;
+    watched_ring = words(0);
+    watched_stores = stores_after_closed = 0;
+    int fd = watch_stores(&words(0)[W_CONSUMER_WAIT]);
+    CHECK(fd >= 0);
+    uint32_t v, len, type;
+    EQ(ivs_consumer_receive(&c, &v, 4, &len, &type, 5000), IVS_EOF);
+    if (fd >= 0) close(fd);
+    signal(SIGIO, SIG_DFL);
+    EQ(watched_stores, 2); /* announced, then back to even */
+    EQ(stores_after_closed, 0);
+    EQ(words(0)[W_READER_CLOSED], 1);
+    EQ(words(0)[W_CONSUMER_WAIT] & 1u, 0);
+    close(efd);
+}
+
+/* SPEC 3.4/2.8: leaving does not close a channel read to its end long ago: its bytes may hold the
+ * writer's next ring (first fit), which this reader never accepted. */
+static void test_leave_skips_finished_channels(void) {
+    static struct ivs_bus a, b;
+    two_peers(&a, &b, 1000);
+    ivs_bus_tick(&b);
+    struct ivs_producer p, q;
+    struct ivs_consumer c;
+    EQ(ivs_bus_open(&b, a.self.slot, "old", 0, &p), IVS_OK);
+    EQ(ivs_bus_accept(&a, "old", -1, &c), IVS_OK);
+    uint32_t v = 1, len, type;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_OK);
+    ivs_producer_close(&p);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_OK);
+    EQ(ivs_consumer_try_receive(&c, &v, 4, &len, &type), IVS_EOF);
+    EQ(ivs_bus_open(&b, a.self.slot, "new", 0, &q), IVS_OK);
+    CHECK(q.e.header == p.e.header); /* first fit: the same bytes */
+    ivs_bus_leave(&a);
+    EQ(q.e.header[W_READER_CLOSED], 0);
+    ivs_bus_leave(&b);
+}
+
 int main(void) {
     test_format_and_check();
     test_roundtrip_wrap(0);
@@ -728,6 +902,12 @@ int main(void) {
     test_occupied_slots();
     test_drain_writes_nothing();
     test_slot_changing_hands();
+    test_closed_word_is_last();
+    test_corrupt_writer_closes_silently();
+    test_writer_latches_reader_closed();
+    test_closing_doorbell_exempt();
+    test_sleep_ends_before_closed_word();
+    test_leave_skips_finished_channels();
     printf("c unit tests: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

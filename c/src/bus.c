@@ -422,6 +422,7 @@ static void scan(struct ivs_bus *b, uint64_t now) {
         struct ivs_known *k = &b->known[i];
         if (k->up && (s.owner != k->peer.session || s.state != SLOT_UP))
             peer_down(b, i, s.owner == k->peer.session || s.owner == 0 ? IVS_DOWN_LEFT : IVS_DOWN_REPLACED, 0);
+        if (k->up && s.moved) continue; /* a torn copy says nothing about a known peer (SPEC 3.3) */
         if (!k->up && (s.owner == 0 || s.state != SLOT_UP || s.published != s.owner || s.problem || s.moved)) {
             watch_occupied(b, i, &s, now, stalled);
             continue;
@@ -493,7 +494,9 @@ const struct ivs_peer *ivs_bus_find(const struct ivs_bus *b, const char *name) {
 
 /* ---- Channels -------------------------------------------------------------------------------- */
 
-/* Frees our entries whose channel is over: both ends closed, the reader's peer down, or failed. */
+/* Frees our entries whose channel is over: our writer closed and the reader too, the reader's
+ * peer down, or our writer failed. Decided from our writer's own state, not from the shared
+ * writer-closed word, which anyone mapping the region can set on a live ring (SPEC 3.7). */
 static void reclaim(struct ivs_bus *b) {
     for (int i = 0; i < IVS_BUS_CHANNELS; i++) {
         struct ivs_bus_channel *ch = &b->channels[i];
@@ -501,8 +504,10 @@ static void reclaim(struct ivs_bus *b) {
         const uint32_t *ring = word_at(b->dev.memory, ch->offset);
         const struct ivs_known *k = &b->known[ch->peer_slot];
         int gone = !k->up || k->peer.session != ch->peer_session;
-        int finished = ld_sc(&ring[W_WRITER_CLOSED]) != 0 && ld_sc(&ring[W_READER_CLOSED]) != 0;
+        int finished = ch->end && ch->end->closed && ld_sc(&ring[W_READER_CLOSED]) != 0;
         if (gone || finished || (ch->end && ch->end->error)) {
+            /* The next ring may be formatted at these bytes: the writer stores nothing more. */
+            if (ch->end) ivs_ring_detach(ch->end);
             st_sc(&entry_words(b, b->self.slot, ch->entry)[E_STATE], ENTRY_FREE);
             ch->used = 0;
         }

@@ -883,6 +883,43 @@ static void test_leave_skips_finished_channels(void) {
     ivs_bus_leave(&b);
 }
 
+/* SPEC 3.7 (1.1): the owner frees a ring when its own writer closed and the reader-closed word
+ * is set, not when the shared words say both closed (anyone can set them on a live ring). */
+static void test_reclaim_by_own_writer(void) {
+    static struct ivs_bus a, b;
+    two_peers(&a, &b, 1000);
+    ivs_bus_tick(&b);
+    struct ivs_producer p, q;
+    EQ(ivs_bus_open(&b, a.self.slot, "live", 0, &p), IVS_OK);
+    p.e.header[W_WRITER_CLOSED] = 1; /* a scribbler */
+    p.e.header[W_READER_CLOSED] = 1;
+    EQ(ivs_bus_open(&b, a.self.slot, "next", 0, &q), IVS_OK);
+    CHECK(q.e.header != p.e.header);
+    ivs_bus_leave(&a);
+    ivs_bus_leave(&b);
+}
+
+/* A ring freed because its writer failed (here: its reader closed) is detached first: closing
+ * that writer later does not write into the ring formatted at the same bytes. */
+static void test_reclaim_detaches_writer(void) {
+    static struct ivs_bus a, b;
+    two_peers(&a, &b, 1000);
+    ivs_bus_tick(&b);
+    struct ivs_producer p, q;
+    struct ivs_consumer c;
+    EQ(ivs_bus_open(&b, a.self.slot, "one", 0, &p), IVS_OK);
+    EQ(ivs_bus_accept(&a, "one", -1, &c), IVS_OK);
+    ivs_consumer_close(&c);
+    uint32_t v = 1;
+    EQ(ivs_producer_try_send(&p, &v, 4, 0), IVS_ERR_CLOSED);
+    EQ(ivs_bus_open(&b, a.self.slot, "two", 0, &q), IVS_OK);
+    CHECK(q.e.header == p.e.header);
+    ivs_producer_close(&p);
+    EQ(q.e.header[W_WRITER_CLOSED], 0);
+    ivs_bus_leave(&a);
+    ivs_bus_leave(&b);
+}
+
 int main(void) {
     test_format_and_check();
     test_roundtrip_wrap(0);
@@ -908,6 +945,8 @@ int main(void) {
     test_closing_doorbell_exempt();
     test_sleep_ends_before_closed_word();
     test_leave_skips_finished_channels();
+    test_reclaim_by_own_writer();
+    test_reclaim_detaches_writer();
     printf("c unit tests: %d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -179,7 +179,9 @@ int ivs_producer_try_send(struct ivs_producer *p, const void *data, uint32_t len
 int ivs_producer_send(struct ivs_producer *p, const void *data, uint32_t length, uint32_t type, int timeout_ms);
 /* Bytes free right now. */
 uint32_t ivs_producer_free(struct ivs_producer *p);
-/* Ends the stream: the consumer sees EOF after the records already sent. Idempotent. */
+/* Ends the stream: the consumer sees EOF after the records already sent. Rings a sleeping
+ * consumer at once (the closing doorbell takes no token); stores nothing into the ring after.
+ * Idempotent. */
 void ivs_producer_close(struct ivs_producer *p);
 
 /*
@@ -197,7 +199,9 @@ int ivs_consumer_receive(struct ivs_consumer *c, void *buffer, uint32_t buffer_s
 int ivs_consumer_wait(struct ivs_consumer *c, int timeout_ms);
 /* Bytes of records (with headers and padding) waiting. */
 uint32_t ivs_consumer_available(struct ivs_consumer *c);
-/* Stops reading: the producer's sends fail from now on. Idempotent. */
+/* Stops reading: the producer's sends fail from now on, and a sleeping producer is rung at once.
+ * After EOF the end is finished (reader-closed stored, the ring's bytes may be reused): close
+ * writes nothing then. Idempotent. */
 void ivs_consumer_close(struct ivs_consumer *c);
 
 /* Fails the end locally with `status` (the bus does, when the peer is gone). First error wins. */

@@ -102,21 +102,34 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     return info.Env().Undefined();
   }
 
+  // Plain N-API calls, status checked, no C++ wrapper: while a worker is being terminated (or
+  // the process exits under it) its loop still turns with JavaScript forbidden, and every call
+  // into the engine fails. The wrappers turn such a failure into a Napi::Error, whose own
+  // creation fails too and aborts the process. A poll that cannot reach JavaScript is dropped:
+  // the environment is going away with everything that would have heard it.
   static void OnPoll(uv_poll_t* handle, int status, int events) {
     auto* self = static_cast<Watcher*>(handle->data);
     if (self == nullptr || self->owner_->tearingDown) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
+    napi_env env = self->Env();
+    napi_handle_scope scope = nullptr;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    napi_value recv = nullptr, fn = nullptr, args[2] = {nullptr, nullptr}, result = nullptr;
     const char* code = status < 0 ? uv_err_name(status) : nullptr;
-    try {
-      self->callback_.MakeCallback(self->Value(), {
-        code ? Napi::String::New(env, code) : env.Null(),
-        Napi::Number::New(env, events),
-      }, *self->context_);
-    } catch (const Napi::Error& e) {
-      // A throwing listener has no JavaScript caller to return to: report it as uncaught.
-      napi_fatal_exception(env, e.Value());
+    bool ready = napi_get_reference_value(env, static_cast<napi_ref>(*self), &recv) == napi_ok && recv != nullptr &&
+                 napi_get_reference_value(env, static_cast<napi_ref>(self->callback_), &fn) == napi_ok && fn != nullptr &&
+                 (code ? napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &args[0]) : napi_get_null(env, &args[0])) == napi_ok &&
+                 napi_create_int32(env, events, &args[1]) == napi_ok;
+    if (ready && napi_make_callback(env, static_cast<napi_async_context>(*self->context_), recv, fn, 2, args, &result) != napi_ok) {
+      // A throwing listener has no JavaScript caller to return to: report it as uncaught. A call
+      // refused because JavaScript may no longer run leaves no exception, and nothing to report.
+      bool pending = false;
+      napi_value error = nullptr;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+          napi_get_and_clear_last_exception(env, &error) == napi_ok && error != nullptr) {
+        napi_fatal_exception(env, error);
+      }
     }
+    napi_close_handle_scope(env, scope);
   }
 
   Napi::FunctionReference callback_;

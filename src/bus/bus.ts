@@ -166,11 +166,11 @@ export class Bus extends EventEmitter<BusEvents> {
 
   /** @internal Starts heartbeats, liveness checks and the control doorbell. */
   start(): void {
-    this.#timers.push(setInterval(() => this.#beat(), this.#period / BEATS_PER_PERIOD));
-    this.#timers.push(setInterval(() => this.#scan(), scanInterval(this.#period)));
+    this.#timers.push(setInterval(() => this.#guard('heartbeat', () => this.#beat()), this.#period / BEATS_PER_PERIOD));
+    this.#timers.push(setInterval(() => this.#guard('scan', () => this.#scan()), scanInterval(this.#period)));
     if (this.#device.receivesInterrupts) void this.#controlLoop();
     const device = this.#device;
-    const disconnected = (id: number): void => this.#liveness.disconnected(id);
+    const disconnected = (id: number): void => this.#guard('peer-disconnected event', () => this.#liveness.disconnected(id));
     device.on('peer-disconnected', disconnected);
     this.#stop.signal.addEventListener('abort', () => device.off('peer-disconnected', disconnected), { once: true });
     this.#scan();
@@ -194,7 +194,25 @@ export class Bus extends EventEmitter<BusEvents> {
       } catch {
         return;
       }
-      this.#scan();
+      this.#guard('control doorbell', () => this.#scan());
+    }
+  }
+
+  /**
+   * Every entry of the event loop into the bus (heartbeat and scan timers, the control
+   * doorbell, the device's events) runs through here. A timer or event has nobody to throw to:
+   * whatever escapes the checks below it (a shared-memory state no check foresaw, or one of our
+   * own listeners throwing) fails this bus with a typed error, carried by `close` and by `error`
+   * when somebody listens, and the process keeps running.
+   */
+  #guard(what: string, work: () => void): void {
+    if (this.#closed) return;
+    try {
+      work();
+    } catch (error) {
+      const code = error instanceof IvshmemError || error instanceof ChannelError ? (error.code as IvshmemError['code']) : 'ERR_IVSHMEM_REGION';
+      const message = error instanceof Error ? error.message : String(error);
+      this.#shutdown(ivshmemError(code, `the bus failed in its ${what}: ${message}`, { cause: error }), true);
     }
   }
 
@@ -248,8 +266,12 @@ export class Bus extends EventEmitter<BusEvents> {
     const gone = new ChannelError(reason instanceof IvshmemError ? reason.code : 'ERR_IVSHMEM_CLOSED', `channel: ${reason.message}`);
     this.#section.abandon(gone);
     this.#directory.abandonAll(gone);
-    if (failed && this.listenerCount('error') > 0) this.emit('error', reason);
-    this.emit('close', failed ? reason : undefined);
+    // Listeners run from a timer or an event here: one that throws must not leave through it.
+    try {
+      if (failed && this.listenerCount('error') > 0) this.emit('error', reason);
+    } finally {
+      this.emit('close', failed ? reason : undefined);
+    }
   }
 }
 

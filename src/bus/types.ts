@@ -37,8 +37,11 @@ export interface BusEvents {
   /** A channel was opened to us and nobody was waiting in {@link Bus.accept} for its name. */
   channel: [channel: IncomingChannel];
   /**
-   * This peer lost its slot (declared dead by the others while stalled, or freed by a hostile
-   * peer); the bus is closed. Emitted only when somebody listens: `close` carries it too.
+   * The bus failed on its own and is closed: this peer lost its slot (declared dead by the
+   * others while stalled, or freed by a hostile peer), or something its timers and events ran
+   * threw (a shared-memory state no check foresaw, or a listener of this bus that threw; the
+   * original is the error's `cause`). Emitted only when somebody listens, so that a failure
+   * never ends the process: `close` carries it too.
    */
   error: [error: Error];
   /** The bus closed: by {@link Bus.close} (no error), or because of `error`. */

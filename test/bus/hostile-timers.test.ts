@@ -192,3 +192,44 @@ describe('hostile memory on every path the bus runs by itself', () => {
     expect(await closed).toMatchObject({ code: 'ERR_IVSHMEM_EVICTED' });
   });
 });
+
+// Whatever throws inside an entry of the event loop into the bus (here: the bus's own listeners,
+// which run inside its scans and events) fails that bus with a typed error; nothing leaves
+// through the loop, and the process keeps running.
+describe('one guard on every entry of the loop into the bus', () => {
+  async function failedBy(a: Bus, trigger: () => void) {
+    const closed = new Promise<Error | undefined>((resolve) => a.once('close', resolve));
+    const escaped = await escapes(trigger, () => a.closed);
+    return { escaped, reason: a.closed ? await closed : undefined };
+  }
+
+  it('scan timer: a peer-up listener that throws closes the bus with a typed error', async () => {
+    const { a, devB } = await pair(100);
+    a.on('peer-up', () => {
+      throw new Error('listener broke');
+    });
+    const { escaped, reason } = await failedBy(a, () => void attach(devB, { name: 'third', heartbeat: 100 }).then((c) => cleanup.push(() => c.close())));
+    expect(escaped).toEqual([]);
+    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('listener broke') });
+  });
+
+  it('control doorbell: a channel listener that throws closes the bus with a typed error', async () => {
+    const { a, b } = await pair(60_000);
+    a.on('channel', () => {
+      throw new Error('listener broke');
+    });
+    const { escaped, reason } = await failedBy(a, () => void b.open(a.self, 'e'));
+    expect(escaped).toEqual([]);
+    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('control doorbell') });
+  });
+
+  it('peer-disconnected event: a peer-down listener that throws closes the bus with a typed error', async () => {
+    const { a, devB } = await pair(60_000);
+    a.on('peer-down', () => {
+      throw new Error('listener broke');
+    });
+    const { escaped, reason } = await failedBy(a, () => devB.close());
+    expect(escaped).toEqual([]);
+    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('peer-disconnected') });
+  });
+});

@@ -92,6 +92,8 @@ async function pair(heartbeat: number) {
   return { devA, devB, a, b, writer, reader, raw, ring: ringsOf(b, raw)[0]! };
 }
 
+type Pair = Awaited<ReturnType<typeof pair>>;
+
 // Byte offsets of the rings in `bus`'s own section, in memory order.
 function ringsOf(bus: Bus, raw: Uint32Array): number[] {
   const g = bus.geometry;
@@ -203,33 +205,22 @@ describe('one guard on every entry of the loop into the bus', () => {
     return { escaped, reason: a.closed ? await closed : undefined };
   }
 
-  it('scan timer: a peer-up listener that throws closes the bus with a typed error', async () => {
-    const { a, devB } = await pair(100);
-    a.on('peer-up', () => {
-      throw new Error('listener broke');
+  const entries = [
+    // A third peer joins: the victim's scan timer, or the doorbell the joiner rings, sees it come.
+    { path: 'scan|control doorbell', event: 'peer-up', heartbeat: 100, trigger: (t: Pair) => void attach(t.devB, { name: 'third', heartbeat: 100 }).then((c) => cleanup.push(() => c.close())) },
+    // Heartbeats too long to scan: only the control doorbell makes the victim look.
+    { path: 'control doorbell', event: 'channel', heartbeat: 60_000, trigger: (t: Pair) => void t.b.open(t.a.self, 'e') },
+    { path: 'peer-disconnected', event: 'peer-down', heartbeat: 60_000, trigger: (t: Pair) => t.devB.close() },
+  ] as const;
+  for (const { path, event, heartbeat, trigger } of entries) {
+    it(`${path}: a ${event} listener that throws closes the bus with a typed error`, async () => {
+      const t = await pair(heartbeat);
+      t.a.on(event, () => {
+        throw new Error('listener broke');
+      });
+      const { escaped, reason } = await failedBy(t.a, () => trigger(t));
+      expect(escaped).toEqual([]);
+      expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringMatching(new RegExp(`(${path}).*listener broke`)) });
     });
-    const { escaped, reason } = await failedBy(a, () => void attach(devB, { name: 'third', heartbeat: 100 }).then((c) => cleanup.push(() => c.close())));
-    expect(escaped).toEqual([]);
-    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('listener broke') });
-  });
-
-  it('control doorbell: a channel listener that throws closes the bus with a typed error', async () => {
-    const { a, b } = await pair(60_000);
-    a.on('channel', () => {
-      throw new Error('listener broke');
-    });
-    const { escaped, reason } = await failedBy(a, () => void b.open(a.self, 'e'));
-    expect(escaped).toEqual([]);
-    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('control doorbell') });
-  });
-
-  it('peer-disconnected event: a peer-down listener that throws closes the bus with a typed error', async () => {
-    const { a, devB } = await pair(60_000);
-    a.on('peer-down', () => {
-      throw new Error('listener broke');
-    });
-    const { escaped, reason } = await failedBy(a, () => devB.close());
-    expect(escaped).toEqual([]);
-    expect(reason).toMatchObject({ code: 'ERR_IVSHMEM_REGION', message: expect.stringContaining('peer-disconnected') });
-  });
+  }
 });

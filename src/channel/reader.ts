@@ -129,7 +129,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   /**
    * The next message, blocking this thread until one is there (run-to-completion): spins on
    * the ring, then sleeps in the kernel on the doorbell's eventfd (or, without one, in short
-   * naps), never through the event loop. Throws `ERR_IVSHMEM_CHANNEL_CLOSED` at EOF,
+   * naps; over a SharedArrayBuffer shared by worker threads, in `Atomics.wait`, woken by the
+   * other end's every publish), never through the event loop. Throws `ERR_IVSHMEM_CHANNEL_CLOSED` at EOF,
    * `ERR_IVSHMEM_TIMEOUT` when `options.timeout` passed, and the channel's error once it failed.
    * For a worker thread or a process that owns its data path: while it blocks, nothing else in
    * this thread runs (no timers, no I/O, no AbortSignal), so give it a timeout if you must

@@ -6,7 +6,7 @@ import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError } from './errors.js';
 import { attachRing, checkHeader, placement, type ChannelOptions } from './header.js';
-import { DOORBELL_BURST, DOORBELL_EVERY_MS, W_HEAD_LO } from './layout.js';
+import { DOORBELL_BURST, DOORBELL_EVERY_MS, W_CONSUMER_WAIT, W_HEAD_LO, W_TAIL_LO } from './layout.js';
 import { DIRECT, forgetAbort, isWaitStrategy, onAbort, pollDelay, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
 
 /** A sleep parked on a direct strategy: resolved from the wake callback. */
@@ -34,6 +34,10 @@ export interface BlockingOptions {
    */
   spin?: number;
 }
+
+// Longest sleep of a blocking end over a SharedArrayBuffer before it looks again: bounds how
+// late it sees a close that raced its going to sleep (a close moves no position to wait on).
+const SHARED_NAP_MS = 5;
 
 const BLOCKING_KEYS = new Set(['timeout', 'spin']);
 
@@ -77,6 +81,10 @@ export abstract class RingEnd<T> {
   #waitSeq = 0;
   readonly #waitWord: number;
   readonly #peerWaitWord: number;
+  // Over a SharedArrayBuffer (threads of one process): the ring's words as Int32Array for
+  // Atomics.wait/notify, and this end's position word, notified on every publish.
+  readonly #shared: Int32Array | null;
+  readonly #ownWord: number;
   #rung = -1; // the peer's wait sequence last rung: one sleep gets one doorbell
   // SPEC 2.7: a token bucket bounds the doorbells the other end's wait word can draw from us.
   #tokens = DOORBELL_BURST;
@@ -114,6 +122,8 @@ export abstract class RingEnd<T> {
     this.#spinBudget = this.#spin;
     this.#waitWord = waitWord;
     this.#peerWaitWord = peerWaitWord;
+    this.#shared = typeof SharedArrayBuffer === 'function' && memory instanceof SharedArrayBuffer ? new Int32Array(memory, this.u32.byteOffset, this.u32.length) : null;
+    this.#ownWord = waitWord === W_CONSUMER_WAIT ? W_HEAD_LO : W_TAIL_LO;
     // Our own wait word may hold a value from a previous user of the ring: continue from it, even.
     this.#waitSeq = ((this.u32[waitWord]! + 1) & ~1) >>> 0;
   }
@@ -151,6 +161,9 @@ export abstract class RingEnd<T> {
    * it, or always with `force`. Runs after a publish (SPEC "Sleeping", the peer's step 4).
    */
   protected wake(force = false): void {
+    // A thread blocked in untilSync on a SharedArrayBuffer sleeps in Atomics.wait on our
+    // position word, whatever the strategy: wake it (no waiter: a cheap look at a list).
+    if (this.#shared !== null) Atomics.notify(this.#shared, this.#ownWord);
     if (!this.strategy.wakes || this.detached) return; // nothing to ring with, or nobody to ring
     const seq = Atomics.load(this.u32, this.#peerWaitWord);
     if ((seq & 1) === 0 || (seq === this.#rung && !force)) return;
@@ -425,6 +438,7 @@ export abstract class RingEnd<T> {
     let observed = Atomics.load(this.u32, word);
     if (ready()) return true;
     const deadline = timeout === Infinity ? Infinity : performance.now() + timeout;
+    if (this.#shared !== null) return this.#untilShared(ready, word, spin, deadline);
     const memory = this.u32.buffer as ArrayBuffer;
     const at = this.u32.byteOffset + word * 4;
     const blocking = this.strategy.blocking;
@@ -469,6 +483,41 @@ export abstract class RingEnd<T> {
       if (this.#strictly(ready)) return true;
     }
   }
+
+  /**
+   * {@link RingEnd.untilSync} over a SharedArrayBuffer, whose peer is another thread of this
+   * process: spins in JavaScript, then sleeps in Atomics.wait on `word`, which the other end
+   * notifies on every publish and close (see {@link RingEnd.wake}). A wait compares the word
+   * atomically with going to sleep, so a publish is never missed; a close changes no position,
+   * and one that lands between the look and the wait is seen at the next look: each sleep is
+   * capped at SHARED_NAP_MS for that.
+   */
+  #untilShared(ready: () => boolean, word: number, spin: number, deadline: number): boolean {
+    const shared = this.#shared!;
+    if (spin > 0) {
+      this.ringDeferred();
+      const end = Math.min(deadline, performance.now() + spin / 1000);
+      let observed = Atomics.load(shared, word);
+      for (let i = 0; ; i++) {
+        const now = Atomics.load(shared, word);
+        if (now !== observed) {
+          if (ready()) return true;
+          observed = now;
+        }
+        if ((i & 63) === 63 && performance.now() >= end) break;
+      }
+    }
+    for (;;) {
+      this.checkLive();
+      const left = deadline - performance.now();
+      if (left <= 0) return ready();
+      const retry = this.ringDeferred();
+      const observed = Atomics.load(shared, word);
+      if (this.#strictly(ready)) return true;
+      Atomics.wait(shared, word, observed, Math.min(left, SHARED_NAP_MS, retry < 0 ? Infinity : retry));
+    }
+  }
+
   /**
    * The polling strategy's loop without a promise per look: looks once per event-loop turn
    * (`setImmediate`) for `busy` ms, then at timer delays; nothing is announced (a polling end

@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChannelError, ChannelReader, ChannelWriter, deviceWaitStrategy, formatRing, ringSize, type WaitStrategy } from '../../src/channel/index.js';
 import { connect, type ServerPeerDevice } from '../../src/device/server-peer.js';
@@ -186,6 +187,37 @@ describe.each([
     expect(reader.failure).toBe(error);
     expect(codeOf(() => reader.receiveSync({ timeout: 0 }))).toBe('ERR_IVSHMEM_CHANNEL_CORRUPT');
     expect(await report).toEqual({ scribbled: true });
+  }, 60_000);
+});
+
+describe('run-to-completion between two worker threads over a SharedArrayBuffer', () => {
+  it('echoes records in order, both threads blocking on full and empty rings, then EOF both ways', async () => {
+    const memory = new SharedArrayBuffer(2 * SIZE);
+    formatRing(memory as unknown as ArrayBuffer, { offset: 0, size: SIZE });
+    formatRing(memory as unknown as ArrayBuffer, { offset: SIZE, size: SIZE });
+    const worker = new Worker(new URL('../fixtures/rtc-worker.mjs', import.meta.url), { workerData: { memory, size: SIZE } });
+    cleanup.push(() => worker.terminate().then(() => {}));
+    const next = (): Promise<Record<string, unknown>> => new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    expect(await next()).toEqual({ ready: true });
+    const writer = new ChannelWriter(memory as unknown as ArrayBuffer, { offset: 0, size: SIZE, spin: 0 });
+    const reader = new ChannelReader(memory as unknown as ArrayBuffer, { offset: SIZE, size: SIZE, spin: 0 });
+    let expected = 0;
+    for (let sent = 0; sent < 600; ) {
+      for (let i = 0; i < 40; i++, sent++) {
+        const msg = new Uint8Array(100);
+        new DataView(msg.buffer).setUint32(0, sent, true);
+        writer.sendSync(msg, { timeout: 20_000 });
+        while (reader.available > 0) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
+      }
+      while (expected < sent) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
+    }
+    const report = next();
+    writer.close();
+    expect(codeOf(() => reader.receiveSync({ timeout: 20_000 }))).toBe('ERR_IVSHMEM_CHANNEL_CLOSED');
+    expect(await report).toEqual({ echoed: 600 });
   }, 60_000);
 });
 

@@ -479,7 +479,10 @@ export abstract class RingEnd<T> {
         this.#unannounce();
       }
       // The doorbell is consumed here, so the next sleep does not return at once for it.
-      if ((woke & native.WAIT_READABLE) !== 0) native.eventfdDrain(fd);
+      if ((woke & native.WAIT_READABLE) !== 0) {
+        if (blocking!.drain) blocking!.drain();
+        else native.eventfdDrain(fd);
+      }
       if (this.#strictly(ready)) return true;
     }
   }

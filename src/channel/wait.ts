@@ -37,6 +37,12 @@ export interface BlockingWake {
    * {@link DeviceWaitOptions.recheck} (0: never).
    */
   readonly recheck: number;
+  /**
+   * Takes the doorbells after a blocking wait found the fd readable, so the next sleep does
+   * not return at once for them. Absent: the fd is read(2) directly, which hides those
+   * doorbells from anything else in this thread waiting on the same fd.
+   */
+  readonly drain?: () => void;
 }
 
 /** Options of {@link pollingWaitStrategy}. */
@@ -127,7 +133,7 @@ export function pollDelay(idle: number, busy: number, maxDelay: number): number 
 }
 
 /** The part of a {@link Device} the doorbell strategy needs (`vectors`, when known, is checked). */
-export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'> & Partial<Pick<Device, 'vectors' | 'interruptFd'>>;
+export type DoorbellDevice = Pick<Device, 'ring' | 'on' | 'off'> & Partial<Pick<Device, 'vectors' | 'interruptFd' | 'takeInterrupts'>>;
 
 /** Options of {@link deviceWaitStrategy}. */
 export interface DeviceWaitOptions {
@@ -226,7 +232,13 @@ export function deviceWaitStrategy(device: DoorbellDevice, options: DeviceWaitOp
     [DIRECT]: direct,
     wakes: true,
     notify: () => device.ring(peer, vector),
-    blocking: { fd: () => device.interruptFd?.(vector) ?? -1, recheck },
+    blocking: {
+      fd: () => device.interruptFd?.(vector) ?? -1,
+      recheck,
+      // Through the device: the doorbell may also be for an asynchronous end parked on this
+      // vector in this thread (a send waiting for space, a bus channel), which it passes on.
+      drain: device.takeInterrupts && (() => void device.takeInterrupts!(vector)),
+    },
     wait(signal) {
       if (signal?.aborted) return Promise.reject(abortError(signal.reason));
       lastWait = performance.now();

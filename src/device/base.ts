@@ -40,6 +40,9 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
   #sources: Vector[];
   #iterators = 0;
   #closeWaiters = new Set<() => void>();
+  // Doorbells a blocking thread took (takeInterrupts) for this thread's listeners, per vector,
+  // delivered together on the next event-loop turn.
+  #taken = new Map<number, number>();
 
   protected constructor(init: DeviceInit) {
     super();
@@ -86,6 +89,25 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     this.assertOpen();
     if (this.#sources.length === 0) return -1;
     return this.#source(vector).fd;
+  }
+
+  takeInterrupts(vector = 0): number {
+    this.assertOpen();
+    if (this.#sources.length === 0) this.noInterrupts();
+    const source = this.#source(vector);
+    const count = native.eventfdDrain(source.fd);
+    if (count === 0 || (source.waiters.size === 0 && this.listenerCount('interrupt') === 0)) return count;
+    // The thread is blocked now; its listeners run once it returns to the event loop. One
+    // delivery per turn, however many drains: a blocking loop runs no immediates meanwhile.
+    if (this.#taken.size === 0) setImmediate(() => this.#deliverTaken());
+    this.#taken.set(vector, (this.#taken.get(vector) ?? 0) + count);
+    return count;
+  }
+
+  #deliverTaken(): void {
+    const taken = [...this.#taken];
+    this.#taken.clear();
+    for (const [vector, count] of taken) if (!this.#closed) this.#deliver(vector, count);
   }
 
   waitInterrupt(vector = 0, options: { signal?: AbortSignal } = {}): Promise<number> {
@@ -246,7 +268,11 @@ export abstract class DeviceBase extends EventEmitter<DeviceEvents> implements D
     }
     const count = native.eventfdDrain(source.fd);
     if (count === 0) return;
-    for (const done of [...source.waiters]) done(count);
+    this.#deliver(vector, count);
+  }
+
+  #deliver(vector: number, count: number): void {
+    for (const done of [...this.#sources[vector]!.waiters]) done(count);
     this.emit('interrupt', vector, count);
   }
 }

@@ -70,12 +70,21 @@ export interface Device extends EventEmitter<DeviceEvents> {
    * The eventfd that becomes readable when this peer is rung on `vector` (default 0), for a
    * thread that sleeps in the kernel itself instead of in the event loop (the channels'
    * `receiveSync`); -1 on a device that delivers no interrupts (file, sysfs). The device owns
-   * it: never close it. Reading it (draining the count) takes those doorbells from this
-   * device's `'interrupt'` listeners in the same thread, which is harmless for channels (a
-   * channel looks at its ring after every wake-up) but not for code counting interrupts.
+   * it: never close it, and take what it counts with {@link Device.takeInterrupts}, not
+   * read(2): a doorbell on a vector is for every end waiting on it in this thread, and a read
+   * takes it from this device's `waitInterrupt()` waiters and `'interrupt'` listeners (an
+   * asynchronous channel end parked on the same vector would sleep on).
    * Throws `ERR_IVSHMEM_CLOSED` once the device is closed (the number may be reused by then).
    */
   interruptFd(vector?: number): number;
+  /**
+   * Drains `vector`'s eventfd (see {@link Device.interruptFd}) for a thread that slept on it
+   * itself, and returns the count of doorbells (0: none). They still reach this device's
+   * `waitInterrupt()` waiters and `'interrupt'` listeners in this thread, on the next
+   * event-loop turn (all drains until then as one delivery per vector). Throws
+   * `ERR_IVSHMEM_CLOSED` once closed, `ERR_IVSHMEM_NO_INTERRUPTS` on a device without them.
+   */
+  takeInterrupts(vector?: number): number;
   /** Resolves with the count of doorbells once one arrives on `vector` (default 0). */
   waitInterrupt(vector?: number, options?: { signal?: AbortSignal }): Promise<number>;
   /** Iterates interrupts as they arrive, until the device closes or the signal aborts. */

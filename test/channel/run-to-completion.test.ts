@@ -272,6 +272,37 @@ describe('run-to-completion arguments', () => {
     await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
   });
 
+  it('a blocking wait that drains the doorbell passes it on to an asynchronous end parked on the same vector', async () => {
+    const socket = join(tmpdir(), `ivshmem-rtc-shared-vector-${process.pid}.sock`);
+    const server = await IvshmemServer.listen({ socket, size: 1 << 16, vectors: 1 });
+    cleanup.push(() => server.close());
+    const device = await connect(socket, { vectors: 1 });
+    const other = await connect(socket, { vectors: 1 }); // stands in for the peer process
+    cleanup.push(() => {
+      device.close();
+      other.close();
+    });
+    formatRing(device.memory, { offset: 0, size: SIZE });
+    formatRing(device.memory, { offset: SIZE, size: SIZE });
+    // recheck 0: a doorbell taken from the parked send is never made up for by a re-check.
+    const wait = deviceWaitStrategy(device, { peer: other.id, vector: 0, recheck: 0 });
+    const writer = new ChannelWriter(device.memory, { offset: 0, size: SIZE, wait, spin: 0 });
+    const reader = new ChannelReader(device.memory, { offset: SIZE, size: SIZE, wait, spin: 0 });
+    while (writer.trySend(new Uint8Array(100)));
+    const pending = writer.send(new Uint8Array(100)); // parks, waiting for space
+    await new Promise((resolve) => setImmediate(resolve));
+    // The other peer takes every record and rings this device on vector 0 for the parked send.
+    new ChannelReader(other.memory, { offset: 0, size: SIZE, spin: 0 }).drain(() => {});
+    other.ring(device.id, 0);
+    // Meanwhile this thread blocks on the other channel, same device and vector: it sleeps on
+    // the eventfd, finds it readable and drains it, and finds nothing on its own ring.
+    expect(codeOf(() => reader.readySync({ timeout: 50, spin: 0 }))).toBe('ERR_IVSHMEM_TIMEOUT');
+    let timer: NodeJS.Timeout | undefined;
+    const lost = new Promise((resolve) => (timer = setTimeout(resolve, 10_000, 'lost')));
+    expect(await Promise.race([pending.then(() => 'sent'), lost])).toBe('sent');
+    clearTimeout(timer);
+  });
+
   it('a device closed under a blocking reader is ERR_IVSHMEM_CLOSED, not a wait on a stale fd', async () => {
     const socket = join(tmpdir(), `ivshmem-rtc-closed-${process.pid}.sock`);
     const server = await IvshmemServer.listen({ socket, size: 1 << 16, vectors: 1 });

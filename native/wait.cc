@@ -22,6 +22,9 @@ constexpr int kWord = 1;      // the word differs from the expected value
 constexpr int kReadable = 2;  // the fd is readable (or hung up: reading it tells)
 constexpr int64_t kPureSpinNs = 2000;
 constexpr int64_t kYieldNs = 2000;
+// The longest spin: a thread that spins longer should sleep (and the cap keeps a caller's huge
+// spin from hiding a readable fd, which is only looked at after the spin, for hours).
+constexpr double kMaxSpinNs = 1e9;
 
 int64_t NowNs() {
   timespec ts;
@@ -45,7 +48,7 @@ inline bool Changed(const uint32_t* word, uint32_t expected) {
 }  // namespace
 
 // waitWord(buffer, byteOffset, expected, fd, spinNs, timeoutNs) -> bitmask of kWord/kReadable,
-// 0 on timeout. fd -1: no fd, the wait after the spin is a plain sleep of timeoutNs that ends
+// 0 on timeout. spinNs is capped at 1 s. fd -1: no fd, the wait after the spin is a plain sleep of timeoutNs that ends
 // with one more look at the word. timeoutNs -1: no timeout (an fd is then required).
 static Napi::Value WaitWord(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -54,8 +57,9 @@ static Napi::Value WaitWord(const Napi::CallbackInfo& info) {
   double offset = ArgNonNegativeInteger(info, 1, "byteOffset");
   double expectedArg = ArgNonNegativeInteger(info, 2, "expected");
   if (expectedArg > UINT32_MAX) throw Napi::RangeError::New(env, "expected must fit in 32 bits");
+  // Exactly -1 is "no fd": Int32Value() would also map 4294967295 and -1.5 to it.
   int fd = -1;
-  if (info.Length() > 3 && !(info[3].IsNumber() && info[3].As<Napi::Number>().Int32Value() == -1)) fd = ArgFd(info, 3, "fd");
+  if (info.Length() > 3 && !(info[3].IsNumber() && info[3].As<Napi::Number>().DoubleValue() == -1)) fd = ArgFd(info, 3, "fd");
   double spinNs = ArgNonNegativeInteger(info, 4, "spinNs");
   double timeoutNs = -1;
   if (info.Length() > 5 && !(info[5].IsNumber() && info[5].As<Napi::Number>().DoubleValue() == -1)) {
@@ -70,7 +74,7 @@ static Napi::Value WaitWord(const Napi::CallbackInfo& info) {
   const uint32_t expected = static_cast<uint32_t>(expectedArg);
 
   const int64_t start = NowNs();
-  const int64_t spinEnd = start + static_cast<int64_t>(std::fmin(spinNs, 1e12));
+  const int64_t spinEnd = start + static_cast<int64_t>(std::fmin(spinNs, kMaxSpinNs));
   const int64_t deadline = timeoutNs < 0 ? INT64_MAX : start + static_cast<int64_t>(std::fmin(timeoutNs, 9e18));
   // The clock is read every 64 looks: a look costs a few ns, a vDSO clock read ~20.
   // After kPureSpinNs the spin yields the CPU every kYieldNs: the peer that will answer may

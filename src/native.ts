@@ -37,7 +37,7 @@ export interface Native {
 
   /**
    * Blocks this thread until the u32 at `byteOffset` in `buffer` differs from `expected`
-   * (spinning on it for `spinNs` first), `fd` becomes readable, or `timeoutNs` passes (-1:
+   * (spinning on it for `spinNs` first, at most 1 s), `fd` becomes readable, or `timeoutNs` passes (-1:
    * never; needs an fd). `fd` -1: no fd, the wait after the spin is a sleep. Returns a mask of
    * WAIT_WORD and WAIT_READABLE, 0 on timeout. The fd is not read.
    */

@@ -190,6 +190,58 @@ describe('garbage from JavaScript', () => {
   });
 });
 
+describe('waitWord', () => {
+  const waitWord = native.waitWord as (...a: unknown[]) => number;
+  const nameOf = (call: () => unknown): string => {
+    try {
+      call();
+    } catch (error) {
+      return (error as Error).constructor.name;
+    }
+    return 'returned';
+  };
+
+  it('refuses a misaligned or out-of-bounds word, a closed buffer, a wait with neither fd nor timeout', () => {
+    const buffer = new ArrayBuffer(16);
+    expect(nameOf(() => waitWord(buffer, 2, 0, -1, 0, 0))).toBe('RangeError');
+    expect(nameOf(() => waitWord(buffer, 16, 0, -1, 0, 0))).toBe('RangeError');
+    expect(nameOf(() => waitWord(buffer, 2 ** 40, 0, -1, 0, 0))).toBe('RangeError');
+    expect(nameOf(() => waitWord(buffer, 0, 2 ** 32, -1, 0, 0))).toBe('RangeError');
+    expect(nameOf(() => waitWord(buffer, 0, 0, -1, 0, -1))).toBe('RangeError');
+    expect(nameOf(() => waitWord(new SharedArrayBuffer(16), 0, 0, -1, 0, 0))).toBe('TypeError');
+    const detached = new ArrayBuffer(16);
+    structuredClone(detached, { transfer: [detached] });
+    expect(nameOf(() => waitWord(detached, 0, 0, -1, 0, 0))).toBe('Error');
+  });
+
+  it('takes an fd of -1 (none) or 0..2^31-1 exactly, and nanoseconds as safe integers', () => {
+    const buffer = new ArrayBuffer(16);
+    for (const fd of [4294967295, -1.5, -2, 1.5, 2 ** 31, Number.NaN, '3', null]) {
+      expect(nameOf(() => waitWord(buffer, 0, 0, fd, 0, 0)), String(fd)).toBe('TypeError');
+    }
+    for (const ns of [-2, 1.5, 2 ** 53, Infinity]) {
+      expect(nameOf(() => waitWord(buffer, 0, 0, -1, ns, 0)), `spin ${ns}`).toBe('TypeError');
+      expect(nameOf(() => waitWord(buffer, 0, 0, -1, 0, ns)), `timeout ${ns}`).toBe('TypeError');
+    }
+  });
+
+  it('returns WAIT_WORD for a word that differs, 0 after the timeout, WAIT_READABLE for a readable fd', () => {
+    const buffer = new ArrayBuffer(16);
+    new Uint32Array(buffer)[1] = 7;
+    expect(waitWord(buffer, 4, 6, -1, 1000, 1000)).toBe(native.WAIT_WORD);
+    expect(waitWord(buffer, 4, 7, -1, 1000, 1000)).toBe(0);
+    const fd = native.eventfdCreate();
+    try {
+      native.eventfdSignal(fd);
+      expect(waitWord(buffer, 4, 7, fd, 0, -1)).toBe(native.WAIT_READABLE);
+      // A spin longer than 1 s is cut to 1 s: the readable fd is seen after it, not in hours.
+      expect(waitWord(buffer, 4, 7, fd, 1e15, -1)).toBe(native.WAIT_READABLE);
+    } finally {
+      native.close(fd);
+    }
+  });
+});
+
 describe('worker threads', () => {
   it('load the addon, share memory with the main thread, and close what they leave open on exit', async () => {
     const path = shmPath('worker');

@@ -28,6 +28,16 @@ static Napi::Value Write32(const Napi::CallbackInfo& info) {
   volatile uint32_t* reg = Register(info);
   double value = ArgNonNegativeInteger(info, 2, "value");
   if (value > UINT32_MAX) throw Napi::RangeError::New(info.Env(), "value must fit in 32 bits");
+  // A doorbell store must not pass the shared-memory stores before it (a ring's published
+  // tail, its wait word): the peer woken by it looks at those, and seeing the old values it
+  // sleeps again, a lost wake-up until the re-check. x86 keeps stores in order, so there only
+  // the compiler must not move them; arm64 may make a device store (nGnRE) visible before
+  // earlier normal-memory stores unless a barrier orders them, as Linux's writel() does.
+#if defined(__aarch64__)
+  asm volatile("dmb oshst" ::: "memory");
+#else
+  asm volatile("" ::: "memory");
+#endif
   *reg = static_cast<uint32_t>(value);
   return info.Env().Undefined();
 }

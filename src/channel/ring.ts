@@ -29,7 +29,7 @@ export interface BlockingOptions {
   timeout?: number;
   /**
    * Microseconds to spin on the ring before sleeping in the kernel (default: the channel's
-   * `spin`). A thread that owns a core can afford more: a spin that catches the reply saves
+   * `spin`; at most one second is spun, whatever the value). A thread that owns a core can afford more: a spin that catches the reply saves
    * the wake-up, the largest cost of a round trip.
    */
   spin?: number;
@@ -38,6 +38,11 @@ export interface BlockingOptions {
 // Longest sleep of a blocking end over a SharedArrayBuffer before it looks again: bounds how
 // late it sees a close that raced its going to sleep (a close moves no position to wait on).
 const SHARED_NAP_MS = 5;
+// The longest spin of a blocking call (the addon caps it too): past it, sleeping is cheaper.
+const MAX_SPIN_MS = 1000;
+// The longest single sleep of a blocking call, which then looks and sleeps again: in
+// nanoseconds it stays below 2^53, which the addon takes exactly.
+const MAX_SLEEP_MS = 0x7fffffff;
 
 const BLOCKING_KEYS = new Set(['timeout', 'spin']);
 
@@ -442,10 +447,13 @@ export abstract class RingEnd<T> {
     const memory = this.u32.buffer as ArrayBuffer;
     const at = this.u32.byteOffset + word * 4;
     const blocking = this.strategy.blocking;
+    if (blocking && !(typeof blocking.recheck === 'number' && blocking.recheck >= 0 && blocking.recheck <= 0x7fffffff)) {
+      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: the wait strategy's blocking.recheck must be a number of milliseconds 0..2147483647 (0: never), got ${String(blocking.recheck)}`);
+    }
     // The spin: one native call that returns as soon as the word moves.
     if (spin > 0) {
       this.ringDeferred();
-      const spinMs = Math.min(spin / 1000, deadline - performance.now());
+      const spinMs = Math.min(spin / 1000, MAX_SPIN_MS, deadline - performance.now());
       if (spinMs > 0 && native.waitWord(memory, at, observed, -1, Math.round(spinMs * 1e6), Math.round(spinMs * 1e6)) !== 0) {
         if (ready()) return true;
       }
@@ -468,13 +476,14 @@ export abstract class RingEnd<T> {
         continue;
       }
       const recheck = blocking!.recheck > 0 ? blocking!.recheck : Infinity;
-      const sleep = Math.min(left, recheck, retry < 0 ? Infinity : retry);
+      // At most MAX_SLEEP_MS per sleep: nanoseconds of more than ~104 days are past 2^53.
+      const sleep = Math.min(left, recheck, MAX_SLEEP_MS, retry < 0 ? Infinity : retry);
       this.#announce();
       let woke: number;
       try {
         observed = Atomics.load(this.u32, word);
         if (this.#strictly(ready)) return true;
-        woke = native.waitWord(memory, at, observed, fd, 0, sleep === Infinity ? -1 : Math.round(sleep * 1e6));
+        woke = native.waitWord(memory, at, observed, fd, 0, Math.round(sleep * 1e6));
       } finally {
         this.#unannounce();
       }
@@ -499,7 +508,7 @@ export abstract class RingEnd<T> {
     const shared = this.#shared!;
     if (spin > 0) {
       this.ringDeferred();
-      const end = Math.min(deadline, performance.now() + spin / 1000);
+      const end = Math.min(deadline, performance.now() + Math.min(spin / 1000, MAX_SPIN_MS));
       let observed = Atomics.load(shared, word);
       for (let i = 0; ; i++) {
         const now = Atomics.load(shared, word);

@@ -188,6 +188,18 @@ describe.each([
     expect(codeOf(() => reader.receiveSync({ timeout: 0 }))).toBe('ERR_IVSHMEM_CHANNEL_CORRUPT');
     expect(await report).toEqual({ scribbled: true });
   }, 60_000);
+
+  it('takes a timeout and a spin of any size (nanoseconds past 2^53 are clamped, not the addon\'s TypeError)', async () => {
+    const side = await makeSide();
+    const { proc, wait } = await side.spawn(['scribble', '32', '12']);
+    const reader = new ChannelReader(side.memory, { offset: SIZE, size: SIZE, wait, spin: 0 });
+    const report = message(proc);
+    await new Promise<void>((resolve) => proc.send('go', () => resolve()));
+    // 1e10 ms and 1e13 µs are 1e16 ns: more than a double holds exactly. The peer's hostile
+    // tail is what ends the wait.
+    expect(codeOf(() => reader.receiveSync({ timeout: 1e10, spin: 1e13 }))).toBe('ERR_IVSHMEM_CHANNEL_CORRUPT');
+    expect(await report).toEqual({ scribbled: true });
+  }, 60_000);
 });
 
 describe('run-to-completion between two worker threads over a SharedArrayBuffer', () => {
@@ -231,6 +243,11 @@ describe('run-to-completion arguments', () => {
     expect(codeOf(() => reader.receiveSync({ timeout: -1 }))).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
     expect(codeOf(() => reader.receiveSync({ spin: Infinity }))).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
     expect(codeOf(() => writer.sendSync(new Uint8Array(1), { timeout: Number.NaN }))).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
+    // A strategy of one's own: its re-check period is checked like deviceWaitStrategy's.
+    const own = (recheck: number): WaitStrategy => ({ wakes: true, notify() {}, wait: () => Promise.resolve(), blocking: { fd: () => -1, recheck } });
+    for (const recheck of [-1, Number.NaN, 2 ** 31]) {
+      expect(codeOf(() => new ChannelReader(memory, { wait: own(recheck) }).readySync({ timeout: 0, spin: 0 })), String(recheck)).toBe('ERR_IVSHMEM_INVALID_ARGUMENT');
+    }
   });
 
   it('a blocking end rings a doorbell the limit deferred itself (its timer cannot run while it blocks)', () => {

@@ -17,6 +17,11 @@ if (isMainThread) {
   const count = Number(process.argv[2] ?? 10_000);
   const spin = Number(process.argv[3] ?? 50);
   const socket = join(tmpdir(), `ivshmem-rtc-example-${process.pid}.sock`);
+  // The server runs in this thread, which also blocks in receiveSync below: it works here
+  // because both peers connect before anything blocks, and a connected peer needs nothing more
+  // from the server (the memory and eventfds were handed over; doorbells go eventfd to
+  // eventfd). A peer that connects or leaves meanwhile waits until this thread is back in its
+  // event loop. A real program runs the server elsewhere (`ivshmem server`, another process).
   const server = await IvshmemServer.listen({ socket, size: 2 * RING });
   const device = await connect(socket, { vectors: 1 });
   // One ring each way; exactly one side formats, before the other attaches.

@@ -134,7 +134,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
    * `ERR_IVSHMEM_TIMEOUT` when `options.timeout` passed, and the channel's error once it failed.
    * For a worker thread or a process that owns its data path: while it blocks, nothing else in
    * this thread runs (no timers, no I/O, no AbortSignal), so give it a timeout if you must
-   * notice a peer that went away.
+   * notice a peer that went away. On a bus channel always pass one: the bus notices a dead
+   * writer with timers, which cannot run while this blocks (without a timeout it waits forever).
    *
    * @example
    * ```ts
@@ -153,6 +154,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
    * Blocks this thread until a message is there (true) or EOF (false), without consuming
    * anything; as {@link ChannelReader.receiveSync}, which it serves. The loop
    * `while (reader.readySync()) reader.drain(onRecord)` moves batches without allocating.
+   * On a bus channel always pass a timeout (see {@link ChannelReader.receiveSync}).
    */
   readySync(options?: BlockingOptions): boolean {
     this.#usable();

@@ -139,7 +139,9 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
    * doorbell's eventfd. Throws `ERR_IVSHMEM_TIMEOUT` (nothing sent) when `options.timeout`
    * passed, `ERR_IVSHMEM_CHANNEL_BUSY` while asynchronous sends wait (they need the event loop
    * this call would block), and what {@link ChannelWriter.trySend} throws. The reader is rung
-   * only when it announced sleep: a reader that spins costs this end no doorbell.
+   * only when it announced sleep: a reader that spins costs this end no doorbell. On a bus
+   * channel always pass a timeout: the bus notices a dead reader with timers, which cannot run
+   * while this blocks.
    */
   sendSync(value: T, options?: BlockingOptions & { type?: number }): void {
     const type = options?.type ?? 0;

@@ -8,7 +8,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { buildSanitized, sanitizerEnv } from '../../scripts/build-sanitized.mjs';
 
 const root = join(import.meta.dirname, '..', '..');
-const nativeTests = ['test/native/native.test.ts', 'test/device/file.test.ts', 'test/native/large-mapping.test.ts'];
+// The run-to-completion tests drive native/wait.cc (waitWord) through every path it has.
+const nativeTests = ['test/native/native.test.ts', 'test/device/file.test.ts', 'test/native/large-mapping.test.ts', 'test/channel/run-to-completion.test.ts'];
 const sanitizerReport = /ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer/;
 
 let addon: string;

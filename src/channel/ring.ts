@@ -29,8 +29,9 @@ export interface BlockingOptions {
   timeout?: number;
   /**
    * Microseconds to spin on the ring before sleeping in the kernel (default: the channel's
-   * `spin`; at most one second is spun, whatever the value). A thread that owns a core can afford more: a spin that catches the reply saves
-   * the wake-up, the largest cost of a round trip.
+   * `spin`; at most one second is spun, whatever the value). A thread that owns a core can
+   * afford more: a spin that catches the reply saves the wake-up, the largest cost of a round
+   * trip.
    */
   spin?: number;
 }

@@ -70,6 +70,21 @@ function fnv(bytes: Uint8Array, start: number, end: number): number {
   return h >>> 0;
 }
 
+// 600 records through an echoing peer, in bursts larger than the ring: both ends block on a
+// full ring as well as on an empty one.
+function echo600(writer: ChannelWriter, reader: ChannelReader): void {
+  let expected = 0;
+  for (let sent = 0; sent < 600; ) {
+    for (let i = 0; i < 40; i++, sent++) {
+      const msg = new Uint8Array(100);
+      new DataView(msg.buffer).setUint32(0, sent, true);
+      writer.sendSync(msg, { timeout: 20_000 });
+      while (reader.available > 0) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
+    }
+    while (expected < sent) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
+  }
+}
+
 function codeOf(call: () => unknown): string | undefined {
   try {
     call();
@@ -88,17 +103,7 @@ describe.each([
     const { proc, wait } = await side.spawn(['echo', '0']);
     const writer = new ChannelWriter(side.memory, { offset: 0, size: SIZE, wait, spin: 0 });
     const reader = new ChannelReader(side.memory, { offset: SIZE, size: SIZE, wait, spin: 0 });
-    // Bursts larger than the ring: both ends block on a full ring as well as on an empty one.
-    let expected = 0;
-    for (let sent = 0; sent < 600; ) {
-      for (let i = 0; i < 40; i++, sent++) {
-        const msg = new Uint8Array(100);
-        new DataView(msg.buffer).setUint32(0, sent, true);
-        writer.sendSync(msg, { timeout: 20_000 });
-        while (reader.available > 0) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
-      }
-      while (expected < sent) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
-    }
+    echo600(writer, reader);
     const report = message<{ echoed: number }>(proc);
     writer.close();
     expect(codeOf(() => reader.receiveSync({ timeout: 20_000 }))).toBe('ERR_IVSHMEM_CHANNEL_CLOSED');
@@ -216,16 +221,7 @@ describe('run-to-completion between two worker threads over a SharedArrayBuffer'
     expect(await next()).toEqual({ ready: true });
     const writer = new ChannelWriter(memory as unknown as ArrayBuffer, { offset: 0, size: SIZE, spin: 0 });
     const reader = new ChannelReader(memory as unknown as ArrayBuffer, { offset: SIZE, size: SIZE, spin: 0 });
-    let expected = 0;
-    for (let sent = 0; sent < 600; ) {
-      for (let i = 0; i < 40; i++, sent++) {
-        const msg = new Uint8Array(100);
-        new DataView(msg.buffer).setUint32(0, sent, true);
-        writer.sendSync(msg, { timeout: 20_000 });
-        while (reader.available > 0) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
-      }
-      while (expected < sent) expect(new DataView(reader.receiveSync({ timeout: 20_000 }).buffer).getUint32(0, true)).toBe(expected++);
-    }
+    echo600(writer, reader);
     const report = next();
     writer.close();
     expect(codeOf(() => reader.receiveSync({ timeout: 20_000 }))).toBe('ERR_IVSHMEM_CHANNEL_CLOSED');

@@ -256,9 +256,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (this.#closed) return;
     this.#closed = true;
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader was closed'));
-    if (this.u32.length === 0 || this.detached) return;
-    Atomics.store(this.u32, W_READER_CLOSED, 1);
-    this.wake(true);
+    // Finished at EOF (or detached): reader-closed is stored already and the bytes may hold
+    // another ring now, so nothing is written and nobody is rung (SPEC 2.8).
+    this.retire(W_READER_CLOSED, true);
   }
 
   #usable(): void {
@@ -398,7 +398,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (this.#refreshTail() !== this.#headLo) return false;
     if (!this.#finished && this.u32.length !== 0 && !this.detached) {
       this.#finished = true;
-      Atomics.store(this.u32, W_READER_CLOSED, 1);
+      this.#flush(); // the head first: reader-closed is the last word this end stores
+      this.retire(W_READER_CLOSED, false);
     }
     return true;
   }

@@ -163,17 +163,35 @@ export abstract class RingEnd<T> {
   protected detached = false;
 
   /**
+   * @internal Stores this end's closed word (`closedWord`) as its last write to the ring (SPEC
+   * 2.8): once it is there the ring's owner may free the bytes and format a new ring over them,
+   * so a sleep still announced is taken back first, the closing doorbell (with `ring`) goes
+   * right after, and from then on this end writes and rings nothing, like a detached one.
+   */
+  protected retire(closedWord: number, ring: boolean): void {
+    if (this.detached || this.u32.length === 0) return void (this.detached = true);
+    if (this.#sleepers > 0 && this.strategy.wakes) {
+      Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
+    }
+    Atomics.store(this.u32, closedWord, 1);
+    if (ring) this.wake(true, true);
+    this.detached = true;
+  }
+
+  /**
    * @internal Rings the other end if it announced sleep (an odd wait word) since we last rang
    * it, or always with `force`. Runs after a publish (SPEC "Sleeping", the peer's step 4).
+   * The one `closing` doorbell of an end (after its closed word) skips the token bucket: it
+   * cannot repeat, and holding it back would ring after the ring may have a new owner.
    */
-  protected wake(force = false): void {
+  protected wake(force = false, closing = false): void {
     // A thread blocked in untilSync on a SharedArrayBuffer sleeps in Atomics.wait on our
     // position word, whatever the strategy: wake it (no waiter: a cheap look at a list).
     if (this.#shared !== null) Atomics.notify(this.#shared, this.#ownWord);
     if (!this.strategy.wakes || this.detached) return; // nothing to ring with, or nobody to ring
     const seq = Atomics.load(this.u32, this.#peerWaitWord);
     if ((seq & 1) === 0 || (seq === this.#rung && !force)) return;
-    if (!this.#token()) return this.#defer(force);
+    if (!closing && !this.#token()) return this.#defer(force);
     this.#rung = seq;
     this.strategy.notify();
   }

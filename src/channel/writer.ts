@@ -316,9 +316,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     this.#closed = true;
     this.#claim = -1;
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the writer was closed'));
-    if (this.u32.length === 0 || this.detached) return;
-    Atomics.store(this.u32, W_WRITER_CLOSED, 1);
-    this.wake(true);
+    this.retire(W_WRITER_CLOSED, true);
   }
 
   // Throws unless sending is allowed now; true so that it chains in ready() predicates.

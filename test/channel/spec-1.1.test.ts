@@ -1,8 +1,8 @@
 // Version 1.1 rules of the ring (SPEC 2.7, 2.8): what a peer can draw from us through the words
 // it owns is bounded, and a ring read to its end is marked finished by its reader.
 import { describe, expect, it } from 'vitest';
-import { ChannelReader, ChannelWriter, formatRing, ringSize, type WaitStrategy } from '../../src/channel/index.js';
-import { W_CONSUMER_WAIT, W_READER_CLOSED } from '../../src/channel/layout.js';
+import { ChannelError, ChannelReader, ChannelWriter, formatRing, ringSize, type WaitStrategy } from '../../src/channel/index.js';
+import { W_CONSUMER_WAIT, W_READER_CLOSED, W_WRITER_CLOSED } from '../../src/channel/layout.js';
 
 const BURST = 64; // SPEC 2.7
 const EVERY_MS = 0.02;
@@ -166,5 +166,128 @@ describe('SPEC 3.5: a detached end writes nothing to the ring', () => {
     const after = words.slice(0, 160);
     // Only the writer's words moved (tail, writer-closed); the consumer's line is untouched.
     expect(after.subarray(96, 160)).toEqual(before.subarray(96, 160));
+  });
+});
+
+/** Records every Atomics.store into `memory` (index and value) while `body` runs. */
+async function storesInto(memory: ArrayBuffer, body: () => Promise<void> | void): Promise<Array<[number, number]>> {
+  const stores: Array<[number, number]> = [];
+  const original = Atomics.store;
+  (Atomics as { store: unknown }).store = (array: Uint32Array, index: number, value: number) => {
+    if (array.buffer === memory) stores.push([(array.byteOffset >>> 2) + index, value]);
+    return original(array, index, value);
+  };
+  try {
+    await body();
+  } finally {
+    (Atomics as { store: unknown }).store = original;
+  }
+  return stores;
+}
+
+/** A doorbell strategy whose sleeps end only when the test says so. */
+function sleeper(): WaitStrategy & { count: number; asleep: number; wakeAll(): void } {
+  let wakers: Array<() => void> = [];
+  const s = {
+    count: 0,
+    asleep: 0,
+    wakes: true,
+    notify() {
+      s.count++;
+    },
+    wait: (signal: AbortSignal) => {
+      s.asleep++;
+      return new Promise<void>((resolve) => {
+        wakers.push(resolve);
+        signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    },
+    wakeAll() {
+      const all = wakers;
+      wakers = [];
+      for (const wake of all) wake();
+    },
+  };
+  return s;
+}
+
+describe('SPEC 2.8: an end that stored its closed word writes nothing more into the ring', () => {
+  it('a reader finished at EOF and closed later leaves a ring formatted again at the same bytes alone', async () => {
+    const { memory, words } = formatted(1024);
+    const writer = new ChannelWriter(memory);
+    const reader = new ChannelReader(memory, { wait: sleeper(), spin: 0 });
+    writer.close();
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    expect(words[W_READER_CLOSED]).toBe(1);
+    // The owner reuses the bytes (first fit puts the next ring at the same place).
+    formatRing(memory, { capacity: 1024 });
+    const strategy = sleeper();
+    const next = new ChannelWriter(memory, { wait: strategy });
+    const before = words.slice();
+    reader.close(); // the application closes the old reader afterwards
+    expect(words).toEqual(before);
+    expect(strategy.count).toBe(0);
+    expect(next.trySend(new Uint8Array([1]))).toBe(true);
+  });
+
+  it('a sleeping reader that finds EOF on its last look puts its wait word back before it stores reader-closed', async () => {
+    const { memory } = formatted(1024);
+    const writer = new ChannelWriter(memory);
+    const reader = new ChannelReader(memory, { wait: sleeper(), spin: 0 });
+    // The writer's VM closes right after the reader announced its sleep, before its last look
+    // (the seq-cst look): that look finds EOF. The window is a few instructions wide, so the
+    // test lands the other VM's store in it through the look's own switch.
+    let strict = false;
+    Object.defineProperty(reader, 'strict', {
+      get: () => strict,
+      set: (value: boolean) => {
+        if (value) Atomics.store(new Uint32Array(memory), W_WRITER_CLOSED, 1);
+        strict = value;
+      },
+    });
+    const stores = await storesInto(memory, () => expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
+    const closedAt = stores.findIndex(([index, value]) => index === W_READER_CLOSED && value === 1);
+    expect(closedAt).toBeGreaterThan(0);
+    expect(stores.slice(closedAt + 1)).toEqual([]);
+    expect(stores.filter(([index]) => index === W_CONSUMER_WAIT).map(([, value]) => value % 2)).toEqual([1, 0]);
+    void writer;
+  });
+
+  it('a writer closed while a send sleeps for space stores nothing after writer-closed', async () => {
+    const { memory } = formatted(1024);
+    const strategy = sleeper();
+    const writer = new ChannelWriter(memory, { wait: strategy, spin: 0 });
+    new ChannelReader(memory); // attached, reads nothing: the ring fills
+    while (writer.trySend(new Uint8Array(100)));
+    const stores = await storesInto(memory, async () => {
+      const pending = writer.send(new Uint8Array(100));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(strategy.asleep).toBe(1);
+      writer.close();
+      await expect(pending).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    });
+    const closedAt = stores.findIndex(([index, value]) => index === W_WRITER_CLOSED && value === 1);
+    expect(closedAt).toBeGreaterThan(0);
+    expect(stores.slice(closedAt + 1)).toEqual([]);
+  });
+
+  it('a reader detached while asleep does not store its wait word when it wakes', async () => {
+    const { memory, words } = formatted(1024);
+    const writer = new ChannelWriter(memory);
+    const strategy = sleeper();
+    const reader = new ChannelReader(memory, { wait: strategy, spin: 0 });
+    const next = reader.receive();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(strategy.asleep).toBe(1);
+    expect(words[W_CONSUMER_WAIT]! % 2).toBe(1); // announced
+    reader.detach(); // the writer's peer went down (SPEC 3.5)
+    const stores = await storesInto(memory, async () => {
+      strategy.wakeAll();
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+    expect(stores).toEqual([]);
+    reader.abandon(new ChannelError('ERR_IVSHMEM_PEER_GONE', 'gone'));
+    await expect(next).rejects.toBeDefined();
+    void writer;
   });
 });

@@ -1,6 +1,6 @@
 // This peer's own section: where the rings of the channels it opens live (first fit, reclaimed
-// once both ends are done or the destination is gone), and its directory of them.
-import { isRingCapacity, ringEnds, RING_MAX_CAPACITY, RING_MIN_CAPACITY, type ChannelError, type ChannelWriter } from '../channel/index.js';
+// once our writer closed and the reader is done, or the destination is gone), and its directory of them.
+import { ChannelError, isRingCapacity, ringEnds, RING_MAX_CAPACITY, RING_MIN_CAPACITY, type ChannelWriter } from '../channel/index.js';
 import { fail, ivshmemError } from '../errors.js';
 import { ENTRY_STATE } from './layout.js';
 import { ringArea } from './region.js';
@@ -112,8 +112,13 @@ export class SectionAllocator {
   #reclaim(isUp: (peer: BusPeer) => boolean): void {
     const { memory, geometry, self } = this.#ctx;
     for (const [e, out] of this.#outgoing) {
-      const ends = ringEnds(memory, out.offset);
-      if (!isUp(out.to) || (ends.writerClosed && ends.readerClosed) || out.writer.failure) {
+      // Our writer's own state, not the shared writer-closed word: any peer can store that, and
+      // freeing a ring our writer still uses would put it under the next channel's ring.
+      const done = out.writer.closed && ringEnds(memory, out.offset).readerClosed;
+      if (!isUp(out.to) || done || out.writer.failure) {
+        // The writer stops touching the bytes before they can become another ring.
+        if (out.writer.closed) out.writer.detach();
+        else out.writer.abandon(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: its ring was reclaimed (the reader is gone or the channel failed)'));
         setEntryState(memory, geometry, self.slot, e, ENTRY_STATE.free);
         this.#outgoing.delete(e);
       }

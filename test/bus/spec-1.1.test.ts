@@ -3,6 +3,7 @@
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attach, openFile, type Bus, type Device } from '../../src/index.js';
+import { ENTRY_SIZE, RING_FIELDS, RING_MAGIC } from '../../src/spec/index.js';
 import { shmPath } from '../helpers.js';
 
 const cleanup: Array<() => unknown> = [];
@@ -42,6 +43,41 @@ describe('SPEC 3.7: channels closed by the writer and read to the end are reclai
       expect(Array.from(await reader.receive())).toEqual([i]);
       await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
     }
+  });
+});
+
+describe('SPEC 3.7: a ring is freed on its owner\'s own word that it is done, not on the shared words alone', () => {
+  /** Byte offsets of the rings in `bus`'s own section. */
+  function ringsOf(bus: Bus, raw: Uint32Array): number[] {
+    const g = bus.geometry;
+    const section = g.sectionsOffset + bus.self.slot * g.sectionSize;
+    const rings: number[] = [];
+    for (let at = section + g.entries * ENTRY_SIZE; at < section + g.sectionSize; at += 128) {
+      if (Atomics.load(raw, at / 4) === RING_MAGIC) rings.push(at);
+    }
+    return rings;
+  }
+
+  it('a third party setting both closed words of a live ring does not get it freed and formatted again under its writer', async () => {
+    const device = sharedMemory();
+    const aDevice = device();
+    const a = await join(aDevice, { name: 'a', heartbeat: 100 });
+    const b = await join(device(), { name: 'b', heartbeat: 100 });
+    const peer = await a.waitForPeer('b');
+    const first = a.open(peer, 'first');
+    await b.accept('first');
+    // Any process mapping the region can write the ring's words (SPEC threat model).
+    const raw = new Uint32Array(device().memory);
+    const [ring] = ringsOf(a, raw);
+    Atomics.store(raw, (ring! + RING_FIELDS.writerClosed) / 4, 1);
+    Atomics.store(raw, (ring! + RING_FIELDS.readerClosed) / 4, 1);
+    const second = a.open(peer, 'second');
+    const reader = await b.accept('second');
+    expect(ringsOf(a, raw)).toHaveLength(2); // the live ring kept its bytes
+    // The first writer sees the reader-closed word it was shown; it publishes nowhere.
+    expect(() => first.trySend(new Uint8Array([1]))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
+    expect(second.trySend(new Uint8Array([2]))).toBe(true);
+    expect(Array.from(await reader.receive())).toEqual([2]);
   });
 });
 

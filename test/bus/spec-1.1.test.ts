@@ -1,7 +1,7 @@
 // Version 1.1 rules of the region (SPEC 2.8 with 3.7, 3.3, 3.5), on real files shared by two
 // devices, with the second peer's slot written by hand where a hostile or dead peer is needed.
 import { rmSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attach, openFile, type Bus, type Device } from '../../src/index.js';
 import { ENTRY_SIZE, RING_FIELDS, RING_MAGIC } from '../../src/spec/index.js';
 import { shmPath } from '../helpers.js';
@@ -123,22 +123,26 @@ describe('SPEC 3.5: slots held by no live peer are freed; periods above the acce
 
   it('keeps a slot whose heartbeat still moves, without taking it as a peer', async () => {
     const dev = sharedMemory()();
-    const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
-    const ups: string[] = [];
-    a.on('peer-up', (p) => ups.push(p.name));
-    const w = plant(dev.memory, a, 1, { owner: 0x1234, state: 2, published: 0x1234, period: 1000 });
-    const beat = setInterval(() => Atomics.store(w, 4, w[4]! + 1), 5);
+    // The observer's scans and clock are the test's: each step moves one heartbeat, then time.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'performance'] });
     try {
-      // Long past three accepted periods (60 ms), by the observer's own scans.
-      let scans = 0;
-      const tick = setInterval(() => scans++, 20);
-      await until(() => scans >= 20, 'twenty scan intervals');
-      clearInterval(tick);
-      expect(Atomics.load(w, 0)).toBe(0x1234);
+      const a = await join(dev, { name: 'a', heartbeat: 20, maxPeerHeartbeat: 20 });
+      const ups: string[] = [];
+      a.on('peer-up', (p) => ups.push(p.name));
+      const moving = plant(dev.memory, a, 1, { owner: 0x1234, state: 2, published: 0x1234, period: 1000 });
+      // The control: the same slot, silent. It is freed after three accepted periods (60 ms),
+      // which shows the scans ran over the same time.
+      const silent = plant(dev.memory, a, 2, { owner: 0x5678, state: 2, published: 0x5678, period: 1000 });
+      for (let ms = 0; ms < 400; ms += 5) {
+        Atomics.store(moving, 4, moving[4]! + 1);
+        vi.advanceTimersByTime(5);
+      }
+      expect(Atomics.load(silent, 0)).toBe(0);
+      expect(Atomics.load(moving, 0)).toBe(0x1234);
       expect(ups).toEqual([]);
       expect(a.peers).toEqual([]);
     } finally {
-      clearInterval(beat);
+      vi.useRealTimers();
     }
   });
 

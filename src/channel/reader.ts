@@ -101,6 +101,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   get available(): number {
     if (this.error) return 0;
     if (this.u32.length === 0) this.checkLive();
+    if (this.#finished) return 0;
     return (this.#refreshTail() - this.#headLo) >>> 0;
   }
 
@@ -300,6 +301,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
    * skipped (and released with the next record). Every shared word is read once into a local.
    */
   #next(): number {
+    // Finished: the bytes may hold another ring by now (SPEC 2.8); nothing of it is ours to read.
+    if (this.#finished) return -1;
     const capacity = this.capacity;
     for (;;) {
       let available = (this.#tailLo - this.#headLo) >>> 0;
@@ -394,6 +397,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   // EOF: the writer's closed flag, then (seq-cst after it) a tail equal to our head. At EOF
   // the ring is finished on our side too: say so (SPEC 2.8), so its owner may reuse it.
   #eof(): boolean {
+    if (this.#finished) return true;
     if (Atomics.load(this.u32, W_WRITER_CLOSED) === 0) return false;
     if (this.#refreshTail() !== this.#headLo) return false;
     if (!this.#finished && this.u32.length !== 0 && !this.detached) {

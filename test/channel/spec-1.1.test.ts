@@ -220,6 +220,22 @@ describe('SPEC 2.8: an end that stored its closed word writes nothing more into 
     expect(next.trySend(new Uint8Array([1]))).toBe(true);
   });
 
+  it('a reader finished at EOF does not read a ring formatted again at the same bytes', async () => {
+    const { memory } = formatted(1024);
+    const writer = new ChannelWriter(memory);
+    const reader = new ChannelReader(memory);
+    writer.close();
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    formatRing(memory, { capacity: 1024, position: 4096 });
+    const next = new ChannelWriter(memory);
+    expect(next.trySend(new Uint8Array([9]))).toBe(true);
+    expect(reader.tryReceive()).toBeUndefined();
+    expect(reader.done).toBe(true);
+    expect(reader.available).toBe(0);
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' });
+    expect(reader.failure).toBeNull();
+  });
+
   it('a sleeping reader that finds EOF on its last look puts its wait word back before it stores reader-closed', async () => {
     const { memory } = formatted(1024);
     const writer = new ChannelWriter(memory);

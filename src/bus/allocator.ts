@@ -45,8 +45,8 @@ export class SectionAllocator {
   }
 
   /**
-   * First fit for a `size`-byte ring and a free entry; closed channels whose reader is done
-   * (or whose destination is no longer `isUp`) are reclaimed first.
+   * First fit for a `size`-byte ring and a free entry; channels our writer closed whose reader is
+   * done (or whose destination is no longer `isUp`, or whose writer failed) are reclaimed first.
    */
   allocate(size: number, isUp: (peer: BusPeer) => boolean): { entry: number; offset: number } {
     this.#reclaim(isUp);

@@ -6,8 +6,9 @@ import { rmSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attach, connect, IvshmemServer, openFile, type Bus, type ChannelReader } from '../../src/index.js';
-import { ENTRY_SIZE, RING_FIELDS, RING_MAGIC, SLOT, SLOT_SIZE } from '../../src/spec/index.js';
+import { RING_FIELDS, SLOT, SLOT_SIZE } from '../../src/spec/index.js';
 import { child, shmPath } from '../helpers.js';
+import { ringsOf } from './rings.js';
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -93,17 +94,6 @@ async function pair(heartbeat: number) {
 }
 
 type Pair = Awaited<ReturnType<typeof pair>>;
-
-// Byte offsets of the rings in `bus`'s own section, in memory order.
-function ringsOf(bus: Bus, raw: Uint32Array): number[] {
-  const g = bus.geometry;
-  const section = g.sectionsOffset + bus.self.slot * g.sectionSize;
-  const rings: number[] = [];
-  for (let at = section + g.entries * ENTRY_SIZE; at < section + g.sectionSize; at += 128) {
-    if (Atomics.load(raw, at / 4) === RING_MAGIC) rings.push(at);
-  }
-  return rings;
-}
 
 const TAIL_LO = RING_FIELDS.tail / 4;
 const WRITER_CLOSED = RING_FIELDS.writerClosed / 4;

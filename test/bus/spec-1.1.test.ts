@@ -3,8 +3,9 @@
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attach, openFile, type Bus, type Device } from '../../src/index.js';
-import { ENTRY_SIZE, RING_FIELDS, RING_MAGIC } from '../../src/spec/index.js';
+import { RING_FIELDS } from '../../src/spec/index.js';
 import { shmPath } from '../helpers.js';
+import { ringsOf } from './rings.js';
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -47,17 +48,6 @@ describe('SPEC 3.7: channels closed by the writer and read to the end are reclai
 });
 
 describe('SPEC 3.7: a ring is freed on its owner\'s own word that it is done, not on the shared words alone', () => {
-  /** Byte offsets of the rings in `bus`'s own section. */
-  function ringsOf(bus: Bus, raw: Uint32Array): number[] {
-    const g = bus.geometry;
-    const section = g.sectionsOffset + bus.self.slot * g.sectionSize;
-    const rings: number[] = [];
-    for (let at = section + g.entries * ENTRY_SIZE; at < section + g.sectionSize; at += 128) {
-      if (Atomics.load(raw, at / 4) === RING_MAGIC) rings.push(at);
-    }
-    return rings;
-  }
-
   it('a third party setting both closed words of a live ring does not get it freed and formatted again under its writer', async () => {
     const device = sharedMemory();
     const aDevice = device();

@@ -48,6 +48,7 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   #claim = -1; // data index of an open claim, or -1
   #claimSize = 0;
   #closed = false;
+  #readerGone = false; // reader-closed was seen non-zero once
   // Sends that had to wait run one after another, and nothing overtakes them: publishing stays
   // in call order even for sends nobody awaited.
   #queue: Promise<unknown> = RESOLVED;
@@ -327,7 +328,10 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
     if (this.#claim >= 0) throw new ChannelError('ERR_IVSHMEM_CHANNEL_BUSY', 'channel: a claim is open; commit() or abort() it first');
     // A plain read: this flag orders nothing, and the fast path should not pay for a fence;
     // a sleeping end's last look is a seq-cst load (see `strict`).
-    if ((this.strict ? Atomics.load(this.u32, W_READER_CLOSED) : this.u32[W_READER_CLOSED]) !== 0) {
+    // Latched: a reader that closed never reopens the ring, so a word found 0 again later
+    // means a peer reset it or the bytes became another ring; either way not ours to publish in.
+    if (this.#readerGone || (this.strict ? Atomics.load(this.u32, W_READER_CLOSED) : this.u32[W_READER_CLOSED]) !== 0) {
+      this.#readerGone = true;
       throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the reader closed the channel');
     }
     if (type !== 0) this.#checkType(type);

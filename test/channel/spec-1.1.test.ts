@@ -118,6 +118,15 @@ describe('SPEC 2.8: a reader at end of stream marks the ring finished', () => {
     expect(words[W_READER_CLOSED]).toBe(1);
   });
 
+  it('a writer that saw reader-closed keeps the channel closed when the word reads 0 again', () => {
+    const { memory, words } = formatted(1024);
+    const writer = new ChannelWriter(memory);
+    words[W_READER_CLOSED] = 1;
+    expect(() => writer.trySend(new Uint8Array(1))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
+    words[W_READER_CLOSED] = 0; // a peer resets it, or the bytes were formatted as another ring
+    expect(() => writer.trySend(new Uint8Array(1))).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_CLOSED' }));
+  });
+
   it('treats any non-zero closed word as closed', async () => {
     const { memory, words } = formatted(1024);
     const writer = new ChannelWriter(memory);

@@ -402,7 +402,6 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     if (this.#refreshTail() !== this.#headLo) return false;
     if (!this.#finished && this.u32.length !== 0 && !this.detached) {
       this.#finished = true;
-      this.#flush(); // the head first: reader-closed is the last word this end stores
       this.retire(W_READER_CLOSED, false);
     }
     return true;

@@ -1,6 +1,6 @@
 // One guest = one QEMU process running one job, then powering off.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Accel } from './accel.js';
@@ -259,6 +259,27 @@ export class Guest {
       this.#child.kill('SIGKILL');
     } catch {
       // Already gone.
+    }
+  }
+
+  /**
+   * Waits, blocking the thread for at most `ms`, until QEMU is dead (a zombie or gone). Cleanups
+   * run synchronously (an 'exit' listener cannot await), and a killed QEMU still writes into the
+   * job folder until the kernel has taken it down: removing the folder before that races it.
+   */
+  waitDeadSync(ms = 2000): void {
+    const pid = this.#child.pid;
+    if (pid === undefined) return;
+    const tick = new Int32Array(new SharedArrayBuffer(4));
+    for (const end = Date.now() + ms; Date.now() < end; Atomics.wait(tick, 0, 0, 10)) {
+      let stat: string;
+      try {
+        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      } catch {
+        return; // reaped
+      }
+      // The state follows the command name, which is in parentheses and may hold anything.
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') return;
     }
   }
 

@@ -407,9 +407,10 @@ export class Lab {
   #release(): void {
     this.#closed = true;
     for (const guest of this.#running) guest.kill();
+    for (const guest of this.#running) guest.waitDeadSync();
     for (const server of this.#servers.values()) void server.close().catch(() => {});
     for (const { path } of this.#shm.values()) rmSync(path, { force: true });
-    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
   }
 }
 

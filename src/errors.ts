@@ -61,6 +61,8 @@ export type IvshmemLibraryCode =
   | 'ERR_IVSHMEM_CHANNEL_CORRUPT'
   /** A channel's other end (or this one) closed. */
   | 'ERR_IVSHMEM_CHANNEL_CLOSED'
+  /** A channel's writer closed it with an error (writer-closed = 2): the data before it is all there is. */
+  | 'ERR_IVSHMEM_CHANNEL_ABORTED'
   /** A channel end is in use by another call that excludes this one. */
   | 'ERR_IVSHMEM_CHANNEL_BUSY'
   /** A message can never fit in the ring. */

@@ -45,7 +45,6 @@ export {
   channelDuplex,
   channelReadable,
   channelWritable,
-  STREAM_ABORT,
   STREAM_DATA,
   type ChannelStreamOptions,
   ChannelReader,

@@ -45,7 +45,7 @@ export {
   type WaitStrategy,
 } from './wait.js';
 export { ChannelWriter, type SendOptions } from './writer.js';
-export { channelDuplex, channelReadable, channelWritable, STREAM_ABORT, STREAM_DATA, type ChannelStreamOptions } from './stream.js';
+export { channelDuplex, channelReadable, channelWritable, STREAM_DATA, type ChannelStreamOptions } from './stream.js';
 
 /** Both ends of one channel, for {@link createChannel}. */
 export interface Channel<T> {

@@ -120,7 +120,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       // Found and taken in one synchronous step: concurrent receives never share a record.
       const at = this.#next();
       if (at >= 0) return this.#take(at);
-      if (this.#eof()) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
+      if (this.#eof()) throw this.#endError();
       this.#flush();
       await this.until(() => this.#next() >= 0 || this.#eof(), options?.signal);
       this.#usable();
@@ -147,7 +147,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
    * ```
    */
   receiveSync(options?: BlockingOptions): T {
-    if (!this.readySync(options)) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
+    if (!this.readySync(options)) throw this.#endError();
     return this.#take(this.#next());
   }
 
@@ -165,7 +165,9 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
     const ready = (): boolean => this.#next() >= 0 || this.#eof();
     if (!this.untilSync(ready, W_TAIL_LO, options)) throw timedOut('receive', options?.timeout);
     this.#usable();
-    return this.#next() >= 0;
+    if (this.#next() >= 0) return true;
+    if (this.#aborted()) throw this.#endError();
+    return false;
   }
 
   /** Waits until a message is there (true) or EOF (false), without consuming anything. */
@@ -178,8 +180,11 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       if (at >= 0) return TRUE;
       this.#flush();
       const waiting = this.until(() => (at = this.#next()) >= 0 || this.#eof(), options?.signal);
-      if (waiting === RESOLVED) return at >= 0 ? TRUE : FALSE;
-      return waiting.then(() => at >= 0);
+      if (waiting === RESOLVED) return at >= 0 ? TRUE : this.#aborted() ? Promise.reject(this.#endError()) : FALSE;
+      return waiting.then(() => {
+        if (at < 0 && this.#aborted()) throw this.#endError();
+        return at >= 0;
+      });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -237,7 +242,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       // Another consumer call may have taken the record that woke us: look again each time.
       const at = this.#next();
       if (at >= 0) return Promise.resolve({ value: this.#take(at), done: false });
-      if (this.#eof()) return DONE;
+      if (this.#eof()) return this.#aborted() ? Promise.reject(this.#endError()) : DONE;
     } catch (error) {
       return Promise.reject(error);
     }
@@ -392,6 +397,17 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
       this.#tailLo = tail;
     }
     return tail;
+  }
+
+  // Writer-closed = 2 (SPEC 2.8): the writer ended with an error. Only asked at EOF.
+  #aborted(): boolean {
+    return this.u32.length !== 0 && Atomics.load(this.u32, W_WRITER_CLOSED) === 2;
+  }
+
+  #endError(): ChannelError {
+    return this.#aborted()
+      ? new ChannelError('ERR_IVSHMEM_CHANNEL_ABORTED', 'channel: the writer closed the channel with an error; the messages before it were all it sent')
+      : new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: end of stream (the writer closed the channel)');
   }
 
   // EOF: the writer's closed flag, then (seq-cst after it) a tail equal to our head. At EOF

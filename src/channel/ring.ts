@@ -168,12 +168,12 @@ export abstract class RingEnd<T> {
    * so a sleep still announced is taken back first, the closing doorbell (with `ring`) goes
    * right after, and from then on this end writes and rings nothing, like a detached one.
    */
-  protected retire(closedWord: number, ring: boolean): void {
+  protected retire(closedWord: number, ring: boolean, value = 1): void {
     if (this.detached || this.u32.length === 0) return void (this.detached = true);
     if (this.#sleepers > 0 && this.strategy.wakes) {
       Atomics.store(this.u32, this.#waitWord, (this.#waitSeq = (this.#waitSeq + 1) >>> 0));
     }
-    Atomics.store(this.u32, closedWord, 1);
+    Atomics.store(this.u32, closedWord, value);
     if (ring) this.wake(true, true);
     this.detached = true;
   }

@@ -1,22 +1,18 @@
 import { Duplex, Readable, Writable } from 'node:stream';
 import { fail } from '../errors.js';
-import { ChannelError } from './errors.js';
+import { corrupt } from './errors.js';
 import type { ChannelReader } from './reader.js';
 import type { ChannelWriter } from './writer.js';
 
 /**
- * Record type of the bytes a stream carries. Messages of other types are not the stream's: the
- * readable side skips them, except {@link STREAM_ABORT}.
+ * Record type of the bytes a stream carries. A record of any other type fails the readable
+ * side with `ERR_IVSHMEM_CHANNEL_CORRUPT` naming the type: the channel is not a byte stream.
+ * A writable side destroyed with an error closes the channel as failed (writer-closed = 2,
+ * SPEC 2.8), which needs no ring space; the readable side then fails with
+ * `ERR_IVSHMEM_CHANNEL_ABORTED` after the bytes sent before, so a cut transfer is never taken
+ * for a complete one.
  */
 export const STREAM_DATA = 0;
-
-/**
- * Record type a writable side sends when it is destroyed with an error, before it closes the
- * channel; its payload is the error's message (UTF-8). The readable side then fails with
- * `ERR_IVSHMEM_CHANNEL_CLOSED` instead of ending cleanly, so a cut transfer is never taken for
- * a complete one.
- */
-export const STREAM_ABORT = 1;
 
 /** Options of the stream adapters. */
 export interface ChannelStreamOptions {
@@ -32,14 +28,14 @@ export interface ChannelStreamOptions {
 // The readable half: pulls records while Node wants data, waits on the ring when it is empty.
 function readSide(reader: ChannelReader<Uint8Array>) {
   let pulling = false;
-  let aborted: string | null = null;
+  let foreign = -1;
   const chunks: Buffer[] = [];
   // Copies, checked by drain() after the callback, are pushed only once drain() returns.
   const take = (data: Uint8Array, offset: number, length: number, type: number): void => {
     if (type === STREAM_DATA) {
       if (length > 0) chunks.push(Buffer.from(data.subarray(offset, offset + length)));
-    } else if (type === STREAM_ABORT && aborted === null) {
-      aborted = Buffer.from(data.subarray(offset, offset + length)).toString('utf8');
+    } else if (foreign < 0) {
+      foreign = type;
     }
   };
   // Node calls read() when it wants data, also from inside push(): `demand` remembers a call
@@ -50,7 +46,7 @@ function readSide(reader: ChannelReader<Uint8Array>) {
     try {
       while (demand) {
         reader.drain(take, 64);
-        if (aborted !== null) throw new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', `stream: the writing side failed: ${aborted}`);
+        if (foreign >= 0) throw corrupt('type', `stream: a record of type ${foreign} in a byte stream (only type ${STREAM_DATA} is the stream's)`);
         if (chunks.length === 0) {
           if (!(await reader.ready())) {
             stream.push(null);
@@ -99,15 +95,7 @@ function writeSide(writer: ChannelWriter<Uint8Array>, options: ChannelStreamOpti
       done();
     },
     end(error: Error | null): void {
-      if (writer.closed) return;
-      if (error) {
-        try {
-          writer.trySend(Buffer.from(error.message.slice(0, 1024), 'utf8'), STREAM_ABORT);
-        } catch {
-          // The channel is gone or full: closing is all that is left to do.
-        }
-      }
-      writer.close();
+      writer.close({ error: error != null });
     },
   };
 }
@@ -133,7 +121,7 @@ export function channelReadable(reader: ChannelReader<Uint8Array>, options: Chan
  * A `Writable` into a byte channel: chunks are cut into messages of at most the ring's
  * `maxMessageSize`; a write completes once the ring took it, so `write()` returns false while
  * the reader lags (backpressure). `end()` closes the channel (the reader sees EOF); destroying
- * the stream with an error sends a {@link STREAM_ABORT} record first.
+ * the stream with an error closes the channel as failed (the reader fails instead of ending).
  */
 export function channelWritable(writer: ChannelWriter<Uint8Array>, options: ChannelStreamOptions = {}): Writable {
   const side = writeSide(writer, options);

@@ -311,13 +311,18 @@ export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
   /**
    * Ends the channel: after the messages already sent, the reader sees EOF. Pending sends
    * reject with `ERR_IVSHMEM_CHANNEL_CLOSED`; an open claim is dropped. Idempotent.
+   *
+   * With `{ error: true }` the channel ends as failed (writer-closed = 2, SPEC 2.8): needing no
+   * ring space, it works on a full ring, and the reader, once it has received every message
+   * sent before, fails with `ERR_IVSHMEM_CHANNEL_ABORTED` instead of seeing EOF.
    */
-  close(): void {
+  close(options?: { error?: boolean }): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#claim = -1;
     this.stop(new ChannelError('ERR_IVSHMEM_CHANNEL_CLOSED', 'channel: the writer was closed'));
-    this.retire(W_WRITER_CLOSED, true);
+    // 2: closed with an error (SPEC 2.8).
+    this.retire(W_WRITER_CLOSED, true, options?.error === true ? 2 : 1);
   }
 
   // Throws unless sending is allowed now; true so that it chains in ready() predicates.

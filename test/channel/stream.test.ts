@@ -89,16 +89,63 @@ describe('channel streams', () => {
     expect(Buffer.concat(received)).toEqual(Buffer.alloc(written + 512, 7));
   });
 
-  it('a writable destroyed with an error fails the readable instead of ending it', async () => {
+  it('a writable destroyed with an error fails the readable instead of ending it, after the data before it', async () => {
     const { writer, reader } = createChannel(new ArrayBuffer(ringSize(4096)));
     const out = channelWritable(writer);
     out.write(Buffer.from('partial'));
     out.on('error', () => {}); // the error is the test's own
     out.destroy(new Error('disk gone'));
-    await expect(pipeline(channelReadable(reader), new Writable({ write: (_c, _e, done) => done() }))).rejects.toMatchObject({
-      code: 'ERR_IVSHMEM_CHANNEL_CLOSED',
-      message: expect.stringContaining('disk gone'),
+    const received: Buffer[] = [];
+    await expect(pipeline(channelReadable(reader), new Writable({ write: (c: Buffer, _e, done) => (received.push(c), done()) }))).rejects.toMatchObject({
+      code: 'ERR_IVSHMEM_CHANNEL_ABORTED',
     });
+    expect(Buffer.concat(received).toString()).toBe('partial');
+  });
+
+  // The usual state when a transfer is cut under backpressure: no room for any record.
+  it('a writable destroyed with an error on a full ring still fails the readable', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(4096)));
+    const out = channelWritable(writer);
+    out.on('error', () => {});
+    while (writer.trySend(Buffer.alloc(64, 1))) {
+      /* fill the ring */
+    }
+    out.destroy(new Error('cut'));
+    await expect(pipeline(channelReadable(reader), new Writable({ write: (_c, _e, done) => done() }))).rejects.toMatchObject({
+      code: 'ERR_IVSHMEM_CHANNEL_ABORTED',
+    });
+  });
+
+  it('a writable destroyed with a reason longer than a message still fails the readable', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(4096)));
+    const out = channelWritable(writer);
+    out.on('error', () => {});
+    out.destroy(new Error('x'.repeat(10 * writer.maxMessageSize)));
+    await expect(pipeline(channelReadable(reader), new Writable({ write: (_c, _e, done) => done() }))).rejects.toMatchObject({
+      code: 'ERR_IVSHMEM_CHANNEL_ABORTED',
+    });
+  });
+
+  it('a record of a type the stream does not carry fails the readable, naming the type', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(4096)));
+    writer.trySend(Buffer.from('ok'));
+    writer.trySend(Buffer.from('?'), 7);
+    writer.close();
+    await expect(pipeline(channelReadable(reader), new Writable({ write: (_c, _e, done) => done() }))).rejects.toMatchObject({
+      code: 'ERR_IVSHMEM_CHANNEL_CORRUPT',
+      message: expect.stringContaining('type 7'),
+    });
+  });
+
+  it('a reader of a ring closed with an error receives what was sent, then fails typed (receive, receiveSync, iteration)', async () => {
+    const { writer, reader } = createChannel(new ArrayBuffer(ringSize(4096)));
+    writer.trySend(Buffer.from('a'));
+    writer.close({ error: true });
+    expect(Buffer.from(await reader.receive()).toString()).toBe('a');
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' });
+    expect(() => reader.receiveSync({ timeout: 1000 })).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' }));
+    await expect(reader.ready()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' });
+    await expect((async () => { for await (const _ of reader); })()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' });
   });
 
   it('cuts chunks larger than a message into several', async () => {

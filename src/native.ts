@@ -161,7 +161,11 @@ function addon(): { addon: Native; path: string } {
   if (loaded) return loaded;
   if (failure) throw failure;
   try {
-    return (loaded = load());
+    loaded = load();
+    // ES module bindings are live: every importer calls the addon directly from now on, no
+    // Proxy trap on the hot path (waitWord, eventfdDrain under run-to-completion).
+    native = loaded.addon;
+    return loaded;
   } catch (error) {
     throw (failure = error);
   }
@@ -169,9 +173,10 @@ function addon(): { addon: Native; path: string } {
 
 /**
  * The addon, loaded on first use: importing the package never needs it, so `--help`, codecs and
- * ring arithmetic work where it cannot load.
+ * ring arithmetic work where it cannot load. Until then a Proxy that loads it; after, the
+ * addon object itself (keep no copy of the binding: read `native` at each use).
  */
-export const native: Native = new Proxy({} as Native, {
+export let native: Native = new Proxy({} as Native, {
   get: (_target, key) => Reflect.get(addon().addon, key),
   has: (_target, key) => Reflect.has(addon().addon, key),
   // `{ ...native, open: … }` (tests wrap single calls) copies the addon's own members.

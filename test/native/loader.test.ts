@@ -91,6 +91,23 @@ describe('the addon loader', () => {
     expect(JSON.parse(out)).toEqual({ text: 'é', ring: expect.any(Number), code: 'ERR_IVSHMEM_NATIVE' });
   });
 
+  // Every native call on the run-to-completion path (waitWord, eventfdDrain) went through a
+  // Proxy trap; once loaded, the exported binding is the addon itself.
+  it('after the first load, native members are plain own data properties, called without a trap; a spread before load gets them all', () => {
+    const dir = tree('build/Release/ivshmem.node');
+    const out = run(
+      dir,
+      `const { types } = await import('node:util');
+       const m = await import('${join(dir, 'dist', 'native.js')}');
+       const before = types.isProxy(m.native);
+       const spread = { ...m.native };
+       const path = m.nativePath();
+       const d = Object.getOwnPropertyDescriptor(m.native, 'waitWord');
+       console.log(JSON.stringify({ before, after: types.isProxy(m.native), data: typeof d?.value, spread: typeof spread.eventfdDrain, path }));`,
+    );
+    expect(JSON.parse(out)).toEqual({ before: true, after: false, data: 'function', spread: 'function', path: join(dir, 'build', 'Release', 'ivshmem.node') });
+  });
+
   it('loads lazily: `ivshmem --help` and `ivshmem lab --help` work without an addon', () => {
     const dir = tree();
     const help = execFileSync(process.execPath, [join(dir, 'dist', 'cli', 'main.js'), '--help'], { encoding: 'utf8' });

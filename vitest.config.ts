@@ -3,8 +3,6 @@ import { defineConfig } from 'vitest/config';
 // Tests that start QEMU are named *.qemu.test.ts. `npm run test:unit` runs the others (still real
 // fds, mappings, processes and sockets, no guest); `npm test` runs both projects.
 const QEMU = 'test/**/*.qemu.test.ts';
-// The examples run too, so they cannot rot; the one that boots a guest is a QEMU test.
-const EXAMPLES_QEMU = 'examples/**/*.qemu.test.mjs';
 
 export default defineConfig({
   test: {
@@ -14,7 +12,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: [QEMU] } },
-      { extends: true, test: { name: 'qemu', include: [QEMU, EXAMPLES_QEMU] } },
+      { extends: true, test: { name: 'qemu', include: [QEMU] } },
     ],
   },
 });

@@ -1,5 +1,6 @@
 // An integration test with the QEMU lab (ivshmem/testing): a real guest runs guest.mjs against
-// this process, which answers as host.mjs does. Run with vitest.
+// this process, which answers as host.mjs does. A vitest test file: copy it among your tests
+// (this package runs it from test/examples/lab.qemu.test.ts).
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { attach, connect } from 'ivshmem';

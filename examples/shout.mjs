@@ -1,4 +1,4 @@
-// The host's service, shared by host.mjs and lab.qemu.test.mjs: every peer that opens a "shout"
+// The host's service, shared by host.mjs and lab-test.mjs: every peer that opens a "shout"
 // channel to us gets each of its lines back upper-cased on a "reply" channel, which we end when
 // the peer ends its side.
 import { utf8Codec } from 'ivshmem';

@@ -51,6 +51,8 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   #tailLo: number; // last validated tail seen
   #closed = false;
   #finished = false; // reader-closed stored at EOF
+  // The writer-closed value seen at EOF, kept: once finished, the ring bytes may be another's.
+  #closedWith = 0;
   readonly #bytes: boolean;
   readonly #u8: Uint8Array; // the data area as a plain Uint8Array, for the bytes codec
   // The record found by #next(): its length, type and size in the ring.
@@ -401,7 +403,7 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
 
   // Writer-closed = 2 (SPEC 2.8): the writer ended with an error. Only asked at EOF.
   #aborted(): boolean {
-    return this.u32.length !== 0 && Atomics.load(this.u32, W_WRITER_CLOSED) === 2;
+    return this.#closedWith === 2;
   }
 
   #endError(): ChannelError {
@@ -414,8 +416,10 @@ export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIt
   // the ring is finished on our side too: say so (SPEC 2.8), so its owner may reuse it.
   #eof(): boolean {
     if (this.#finished) return true;
-    if (Atomics.load(this.u32, W_WRITER_CLOSED) === 0) return false;
+    const closed = Atomics.load(this.u32, W_WRITER_CLOSED);
+    if (closed === 0) return false;
     if (this.#refreshTail() !== this.#headLo) return false;
+    this.#closedWith = closed;
     if (!this.#finished && this.u32.length !== 0 && !this.detached) {
       this.#finished = true;
       this.retire(W_READER_CLOSED, false);

@@ -474,3 +474,19 @@ describe('doorbell wait strategy', () => {
     reader.close();
   });
 });
+
+describe('a writer closed with an error (SPEC 2.8, writer-closed = 2)', () => {
+  it('stays an abort for a reader that finished, even once the ring bytes are formatted anew', async () => {
+    const memory = new ArrayBuffer(ringSize(4096));
+    const { reader, writer } = createChannel(memory);
+    writer.trySend(bytes(1));
+    writer.close({ error: true });
+    expect(reader.tryReceive()).toEqual(bytes(1));
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' });
+    // The owner reuses the bytes for a new ring (writer-closed 0): the finished reader must not
+    // read it to decide how its own channel ended.
+    formatRing(memory);
+    await expect(reader.receive()).rejects.toMatchObject({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' });
+    expect(() => reader.receiveSync()).toThrow(expect.objectContaining({ code: 'ERR_IVSHMEM_CHANNEL_ABORTED' }));
+  });
+});

@@ -34,7 +34,7 @@ export { RING_FIELDS } from './fields.js';
 export { failedReader, inspectRing, ringEnds, type RingEnds, type RingSnapshot } from './inspect.js';
 export { ChannelReader, type DrainCallback } from './reader.js';
 export { formatRing, type ChannelOptions, type OpenOptions, type FormatOptions, type RingPlacement } from './header.js';
-export type { BlockingOptions } from './ring.js';
+export type { BlockingOptions } from './blocking.js';
 export {
   deviceWaitStrategy,
   pollingWaitStrategy,

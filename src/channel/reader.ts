@@ -13,7 +13,8 @@ import {
   W_WRITER_CLOSED,
 } from './layout.js';
 import { whenFormatted, type ChannelOptions, type OpenOptions } from './header.js';
-import { FALSE, RESOLVED, RingEnd, timedOut, TRUE, type BlockingOptions } from './ring.js';
+import { BlockingEnd, timedOut, type BlockingOptions } from './blocking.js';
+import { FALSE, RESOLVED, TRUE } from './ring.js';
 
 const TWO32 = 2 ** 32;
 const DONE: Promise<IteratorResult<never>> = Promise.resolve({ value: undefined, done: true });
@@ -44,7 +45,7 @@ export type DrainCallback = (bytes: Uint8Array, offset: number, length: number, 
  * for await (const text of reader) console.log(text);
  * ```
  */
-export class ChannelReader<T = Uint8Array> extends RingEnd<T> implements AsyncIterable<T> {
+export class ChannelReader<T = Uint8Array> extends BlockingEnd<T> implements AsyncIterable<T> {
   #headLo: number; // authoritative: only this end writes the head
   #headHi: number;
   #published: number; // head low word as last stored

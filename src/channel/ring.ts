@@ -1,13 +1,14 @@
 import { Buffer } from 'node:buffer';
 import { endianness } from 'node:os';
 import { abortError, fail, throwIfAborted } from '../errors.js';
-import { native } from '../native.js';
 import type { Codec } from './codec.js';
 import { bytesCodec } from './codec.js';
 import { ChannelError } from './errors.js';
 import { attachRing, checkHeader, placement, type ChannelOptions } from './header.js';
-import { DOORBELL_BURST, DOORBELL_EVERY_MS, W_CONSUMER_WAIT, W_HEAD_LO, W_TAIL_LO } from './layout.js';
-import { DIRECT, forgetAbort, isWaitStrategy, onAbort, pollDelay, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
+import { DoorbellLimit } from './doorbell-limit.js';
+import { DOORBELL_EVERY_MS, W_CONSUMER_WAIT, W_HEAD_LO, W_TAIL_LO } from './layout.js';
+import { pollUntil } from './polling-sleep.js';
+import { DIRECT, forgetAbort, isWaitStrategy, onAbort, POLLING, pollingWaitStrategy, type DirectWake, type PollingTimes, type WaitStrategy } from './wait.js';
 
 /** A sleep parked on a direct strategy: resolved from the wake callback. */
 interface Parked {
@@ -22,49 +23,6 @@ interface Parked {
 
 // Typed arrays use the host's byte order and the format is little-endian.
 if (endianness() !== 'LE') throw new Error('ivshmem channels need a little-endian host');
-
-/** Options of the blocking (run-to-completion) calls: `receiveSync`, `readySync`, `sendSync`. */
-export interface BlockingOptions {
-  /** Milliseconds to wait at most (default: no limit); then `ERR_IVSHMEM_TIMEOUT`. */
-  timeout?: number;
-  /**
-   * Microseconds to spin on the ring before sleeping in the kernel (default: the channel's
-   * `spin`; at most one second is spun, whatever the value). A thread that owns a core can
-   * afford more: a spin that catches the reply saves the wake-up, the largest cost of a round
-   * trip.
-   */
-  spin?: number;
-}
-
-// Longest sleep of a blocking end over a SharedArrayBuffer before it looks again: bounds how
-// late it sees a close that raced its going to sleep (a close moves no position to wait on).
-const SHARED_NAP_MS = 5;
-// The longest spin of a blocking call (the addon caps it too): past it, sleeping is cheaper.
-const MAX_SPIN_MS = 1000;
-// The longest single sleep of a blocking call, which then looks and sleeps again: in
-// nanoseconds it stays below 2^53, which the addon takes exactly.
-const MAX_SLEEP_MS = 0x7fffffff;
-
-const BLOCKING_KEYS = new Set(['timeout', 'spin']);
-
-function blockingOptions(options: BlockingOptions | undefined, defaultSpin: number, send: boolean): { timeout: number; spin: number } {
-  if (options === undefined) return { timeout: Infinity, spin: defaultSpin };
-  for (const key in options) {
-    if (!BLOCKING_KEYS.has(key) && !(send && key === 'type')) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: unknown option '${key}' (known: timeout, spin${send ? ', type' : ''})`);
-    }
-  }
-  const timeout = options.timeout ?? Infinity;
-  if (!(timeout >= 0)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: timeout must be a number of milliseconds >= 0, got ${String(options.timeout)}`);
-  const spin = options.spin ?? defaultSpin;
-  if (!(spin >= 0 && spin !== Infinity)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: spin must be a finite number of microseconds >= 0, got ${String(options.spin)}`);
-  return { timeout, spin };
-}
-
-/** @internal The error a blocking call throws when its timeout passed. */
-export function timedOut(what: string, timeout: number | undefined): ChannelError {
-  return new ChannelError('ERR_IVSHMEM_TIMEOUT', `channel: ${what} timed out after ${String(timeout)} ms`);
-}
 
 // Fast paths hand back these settled promises instead of allocating one per call.
 /** @internal */ export const RESOLVED: Promise<void> = Promise.resolve();
@@ -81,23 +39,24 @@ export abstract class RingEnd<T> {
   /** @internal */ protected readonly size: number;
   /** @internal */ protected error: ChannelError | null = null;
   /** @internal */ protected ended = false;
-  readonly #spin: number;
+  /** @internal The channel's spin, in milliseconds. */
+  protected readonly spin: number;
   #spinBudget: number;
   #sleepers = 0;
   #waitSeq = 0;
   readonly #waitWord: number;
   readonly #peerWaitWord: number;
-  // Over a SharedArrayBuffer (threads of one process): the ring's words as Int32Array for
-  // Atomics.wait/notify, and this end's position word, notified on every publish.
-  readonly #shared: Int32Array | null;
+  /**
+   * @internal Over a SharedArrayBuffer (threads of one process): the ring's words as Int32Array
+   * for Atomics.wait/notify; this end's position word is notified on every publish.
+   */
+  protected readonly shared: Int32Array | null;
   readonly #ownWord: number;
   #rung = -1; // the peer's wait sequence last rung: one sleep gets one doorbell
   // SPEC 2.7: a token bucket bounds the doorbells the other end's wait word can draw from us.
-  #tokens = DOORBELL_BURST;
-  #refilled = 0;
-  #deferred: NodeJS.Timeout | null = null;
-  #deferredForce = false;
+  readonly #limit: DoorbellLimit;
   readonly #stop = new AbortController();
+  readonly #checkLive = (): void => this.checkLive();
 
   /** Data-area bytes. */
   readonly capacity: number;
@@ -124,14 +83,22 @@ export abstract class RingEnd<T> {
     this.strategy = options.wait ?? pollingWaitStrategy();
     const spin = options.spin ?? 20;
     if (!(spin >= 0)) fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: spin must be a number of microseconds >= 0, got ${String(spin)}`);
-    this.#spin = spin / 1000;
-    this.#spinBudget = this.#spin;
+    this.spin = spin / 1000;
+    this.#spinBudget = this.spin;
     this.#waitWord = waitWord;
     this.#peerWaitWord = peerWaitWord;
-    this.#shared = typeof SharedArrayBuffer === 'function' && memory instanceof SharedArrayBuffer ? new Int32Array(memory, this.u32.byteOffset, this.u32.length) : null;
+    this.shared = typeof SharedArrayBuffer === 'function' && memory instanceof SharedArrayBuffer ? new Int32Array(memory, this.u32.byteOffset, this.u32.length) : null;
     this.#ownWord = waitWord === W_CONSUMER_WAIT ? W_HEAD_LO : W_TAIL_LO;
     // Our own wait word may hold a value from a previous user of the ring: continue from it, even.
     this.#waitSeq = ((this.u32[waitWord]! + 1) & ~1) >>> 0;
+    this.#limit = new DoorbellLimit((force) => {
+      if (this.u32.length === 0 || this.error) return;
+      try {
+        this.wake(force);
+      } catch {
+        // A timer has nobody to throw to: a device closed meanwhile shows at the next call.
+      }
+    });
   }
 
   /** The error that failed the channel, or null. */
@@ -187,43 +154,13 @@ export abstract class RingEnd<T> {
   protected wake(force = false, closing = false): void {
     // A thread blocked in untilSync on a SharedArrayBuffer sleeps in Atomics.wait on our
     // position word, whatever the strategy: wake it (no waiter: a cheap look at a list).
-    if (this.#shared !== null) Atomics.notify(this.#shared, this.#ownWord);
+    if (this.shared !== null) Atomics.notify(this.shared, this.#ownWord);
     if (!this.strategy.wakes || this.detached) return; // nothing to ring with, or nobody to ring
     const seq = Atomics.load(this.u32, this.#peerWaitWord);
     if ((seq & 1) === 0 || (seq === this.#rung && !force)) return;
-    if (!closing && !this.#token()) return this.#defer(force);
+    if (!closing && !this.#limit.take()) return this.#limit.defer(force);
     this.#rung = seq;
     this.strategy.notify();
-  }
-
-  // Takes a doorbell token; the clock is read only when the bucket is full or empty.
-  #token(): boolean {
-    if (this.#tokens === DOORBELL_BURST) this.#refilled = performance.now();
-    else if (this.#tokens < 1) {
-      const now = performance.now();
-      this.#tokens = Math.min(DOORBELL_BURST, this.#tokens + (now - this.#refilled) / DOORBELL_EVERY_MS);
-      this.#refilled = now;
-      if (this.#tokens < 1) return false;
-    }
-    this.#tokens--;
-    return true;
-  }
-
-  // A doorbell over the limit is sent later, not dropped: an honest sleeper only waits longer.
-  #defer(force: boolean): void {
-    this.#deferredForce ||= force;
-    if (this.#deferred) return;
-    this.#deferred = setTimeout(() => {
-      this.#deferred = null;
-      const again = this.#deferredForce;
-      this.#deferredForce = false;
-      if (this.u32.length === 0 || this.error) return;
-      try {
-        this.wake(again);
-      } catch {
-        // A timer has nobody to throw to: a device closed meanwhile shows at the next call.
-      }
-    }, 1);
   }
 
   /**
@@ -232,13 +169,10 @@ export abstract class RingEnd<T> {
    * to try again (the blocking loop caps its sleep to it).
    */
   protected ringDeferred(): number {
-    if (!this.#deferred) return -1;
-    clearTimeout(this.#deferred);
-    this.#deferred = null;
-    const force = this.#deferredForce;
-    this.#deferredForce = false;
+    const force = this.#limit.cancel();
+    if (force === null) return -1;
     this.wake(force);
-    return this.#deferred ? DOORBELL_EVERY_MS : -1;
+    return this.#limit.pending ? DOORBELL_EVERY_MS : -1;
   }
 
   /** @internal Moves the channel to the failed state (first error wins) and throws it. */
@@ -277,17 +211,17 @@ export abstract class RingEnd<T> {
 
   // Spins for the adaptive budget; true when `ready()` became true.
   #spinUntil(ready: () => boolean): boolean {
-    if (!(this.#spin > 0 && this.#spinBudget > 0)) return false;
+    if (!(this.spin > 0 && this.#spinBudget > 0)) return false;
     const start = performance.now();
     const budget = this.#spinBudget;
     for (let i = 1; ; i++) {
       if (ready()) {
-        this.#spinBudget = Math.min(this.#spin, this.#spinBudget * 2);
+        this.#spinBudget = Math.min(this.spin, this.#spinBudget * 2);
         return true;
       }
       if ((i & 127) === 0 && performance.now() - start > budget) break;
     }
-    this.#spinBudget = Math.max(this.#spin / 16, this.#spinBudget / 2);
+    this.#spinBudget = Math.max(this.spin / 16, this.#spinBudget / 2);
     return false;
   }
 
@@ -298,7 +232,8 @@ export abstract class RingEnd<T> {
    */
   protected strict = false;
 
-  #strictly(ready: () => boolean): boolean {
+  /** @internal Runs `ready` as a {@link RingEnd.strict} look. */
+  protected strictly(ready: () => boolean): boolean {
     this.strict = true;
     try {
       return ready();
@@ -328,15 +263,15 @@ export abstract class RingEnd<T> {
       const stop = this.#stop.signal;
       if (stop.aborted) return reject(abortError(stop.reason));
       if (signal?.aborted) return reject(abortError(signal.reason));
-      this.#announce();
+      this.announce();
       try {
         this.checkLive();
-        if (this.#strictly(ready)) {
-          this.#unannounce();
+        if (this.strictly(ready)) {
+          this.unannounce();
           return resolve();
         }
       } catch (error) {
-        this.#unannounce();
+        this.unannounce();
         return reject(error);
       }
       const parked: Parked = { ready, resolve, reject, signal, aborted: null, announced: true };
@@ -364,14 +299,14 @@ export abstract class RingEnd<T> {
     for (const parked of this.#parked) {
       let ready = false;
       try {
-        this.#unannounce();
+        this.unannounce();
         parked.announced = false;
         this.checkLive();
-        ready = this.#strictly(parked.ready);
+        ready = this.strictly(parked.ready);
         if (!ready) {
-          this.#announce();
+          this.announce();
           parked.announced = true;
-          ready = this.#strictly(parked.ready);
+          ready = this.strictly(parked.ready);
         }
       } catch (error) {
         this.#finish(parked);
@@ -386,7 +321,7 @@ export abstract class RingEnd<T> {
   }
 
   #finish(parked: Parked): void {
-    if (parked.announced) this.#unannounce();
+    if (parked.announced) this.unannounce();
     parked.announced = false;
     this.#parked.delete(parked);
     if (parked.aborted) forgetAbort(parked.signal!, parked.aborted);
@@ -406,28 +341,29 @@ export abstract class RingEnd<T> {
     const both = signal ? AbortSignal.any([signal, stop]) : stop;
     const since = performance.now();
     const polling = (this.strategy as { [POLLING]?: PollingTimes })[POLLING];
-    if (polling) return this.#poll(ready, both, since, polling);
+    if (polling) return pollUntil(ready, this.#checkLive, both, since, polling);
     for (let attempt = 0; ; attempt++) {
       throwIfAborted(both);
       this.checkLive();
       const announce = this.strategy.wakes && !this.detached; // detached: the wait word is not ours to store
-      if (announce) this.#announce();
+      if (announce) this.announce();
       try {
-        if (this.#strictly(ready)) return;
+        if (this.strictly(ready)) return;
         await this.strategy.wait(both, attempt, since);
       } finally {
-        if (announce) this.#unannounce();
+        if (announce) this.unannounce();
       }
       // The wake-up may be the device closing: its memory is gone, say so before looking.
       this.checkLive();
-      if (this.#strictly(ready)) return;
+      if (this.strictly(ready)) return;
     }
   }
 
   // Every entry into sleep stores a new odd value (first sleeper: even → odd; others: odd →
   // the next odd). The peer rings once per value it sees, so a second sleeper re-entering
   // after a wake-up that was not for it is still rung.
-  #announce(): void {
+  /** @internal */
+  protected announce(): void {
     this.#waitSeq = (this.#waitSeq + (this.#sleepers++ === 0 ? 1 : 2)) >>> 0;
     if (!this.detached) Atomics.store(this.u32, this.#waitWord, this.#waitSeq); // detached: not ours to store
   }
@@ -435,168 +371,12 @@ export abstract class RingEnd<T> {
   // A plain store, not a seq-cst one: only the announce takes part in the store-fence-load
   // pattern. A peer that still sees the odd value rings once more (a spurious wake-up); a
   // fenced store here waited for the line the peer had just read, on every wake-up.
-  #unannounce(): void {
+  /** @internal */
+  protected unannounce(): void {
     if (--this.#sleepers === 0 && this.u32.length !== 0) {
       this.#waitSeq = (this.#waitSeq + 1) >>> 0;
       if (!this.detached) this.u32[this.#waitWord] = this.#waitSeq;
     }
   }
 
-  /** @internal Validates the options of a blocking call (also on its fast path). */
-  protected blockingOptions(options: BlockingOptions | undefined, send = false): { timeout: number; spin: number } {
-    return blockingOptions(options, this.#spin * 1000, send);
-  }
-
-  /**
-   * @internal The blocking form of {@link RingEnd.until}, for a thread that owns its data path:
-   * returns true once `ready()` is, false when `options.timeout` passed first. Spins on
-   * `word` (the other end's position: it changes when there is something to look at) for
-   * `spin` µs in native code, then announces sleep, looks once more (seq-cst), and sleeps in
-   * the kernel on the strategy's fd until a doorbell, the timeout, or the re-check period
-   * (dropped doorbells). Without an fd it sleeps in growing steps (50 µs to 1 ms), looking at
-   * the ring after each. The event loop does not run meanwhile.
-   */
-  protected untilSync(ready: () => boolean, word: number, options: BlockingOptions | undefined): boolean {
-    const { timeout, spin } = this.blockingOptions(options, word === W_HEAD_LO);
-    // The word is read before each look: a move after the look ends the wait that follows.
-    let observed = Atomics.load(this.u32, word);
-    if (ready()) return true;
-    const deadline = timeout === Infinity ? Infinity : performance.now() + timeout;
-    if (this.#shared !== null) return this.#untilShared(ready, word, spin, deadline);
-    const memory = this.u32.buffer as ArrayBuffer;
-    const at = this.u32.byteOffset + word * 4;
-    const blocking = this.strategy.blocking;
-    if (blocking && !(typeof blocking.recheck === 'number' && blocking.recheck >= 0 && blocking.recheck <= 0x7fffffff)) {
-      fail('ERR_IVSHMEM_INVALID_ARGUMENT', `channel: the wait strategy's blocking.recheck must be a number of milliseconds 0..2147483647 (0: never), got ${String(blocking.recheck)}`);
-    }
-    // The spin: one native call that returns as soon as the word moves.
-    if (spin > 0) {
-      this.ringDeferred();
-      const spinMs = Math.min(spin / 1000, MAX_SPIN_MS, deadline - performance.now());
-      if (spinMs > 0 && native.waitWord(memory, at, observed, -1, Math.round(spinMs * 1e6), Math.round(spinMs * 1e6)) !== 0) {
-        if (ready()) return true;
-      }
-    }
-    let nap = 0.05;
-    for (;;) {
-      this.checkLive();
-      const fd = blocking ? blocking.fd() : -1;
-      const left = deadline - performance.now();
-      if (left <= 0) return ready();
-      // A doorbell the limit held back must still go out: no timer runs while this blocks.
-      const retry = this.ringDeferred();
-      if (fd < 0) {
-        // Nothing rings this end: look, sleep a little, look (a polling end keeps no wait word).
-        observed = Atomics.load(this.u32, word);
-        if (this.#strictly(ready)) return true;
-        native.waitWord(memory, at, observed, -1, 0, Math.round(Math.min(nap, left, retry < 0 ? Infinity : retry) * 1e6));
-        nap = Math.min(1, nap * 2);
-        if (ready()) return true;
-        continue;
-      }
-      const recheck = blocking!.recheck > 0 ? blocking!.recheck : Infinity;
-      // At most MAX_SLEEP_MS per sleep: nanoseconds of more than ~104 days are past 2^53.
-      const sleep = Math.min(left, recheck, MAX_SLEEP_MS, retry < 0 ? Infinity : retry);
-      this.#announce();
-      let woke: number;
-      try {
-        observed = Atomics.load(this.u32, word);
-        if (this.#strictly(ready)) return true;
-        woke = native.waitWord(memory, at, observed, fd, 0, Math.round(sleep * 1e6));
-      } finally {
-        this.#unannounce();
-      }
-      // The doorbell is consumed here, so the next sleep does not return at once for it.
-      if ((woke & native.WAIT_READABLE) !== 0) {
-        if (blocking!.drain) blocking!.drain();
-        else native.eventfdDrain(fd);
-      }
-      if (this.#strictly(ready)) return true;
-    }
-  }
-
-  /**
-   * {@link RingEnd.untilSync} over a SharedArrayBuffer, whose peer is another thread of this
-   * process: spins in JavaScript, then sleeps in Atomics.wait on `word`, which the other end
-   * notifies on every publish and close (see {@link RingEnd.wake}). A wait compares the word
-   * atomically with going to sleep, so a publish is never missed; a close changes no position,
-   * and one that lands between the look and the wait is seen at the next look: each sleep is
-   * capped at SHARED_NAP_MS for that.
-   */
-  #untilShared(ready: () => boolean, word: number, spin: number, deadline: number): boolean {
-    const shared = this.#shared!;
-    if (spin > 0) {
-      this.ringDeferred();
-      const end = Math.min(deadline, performance.now() + Math.min(spin / 1000, MAX_SPIN_MS));
-      let observed = Atomics.load(shared, word);
-      for (let i = 0; ; i++) {
-        const now = Atomics.load(shared, word);
-        if (now !== observed) {
-          if (ready()) return true;
-          observed = now;
-        }
-        if ((i & 63) === 63 && performance.now() >= end) break;
-      }
-    }
-    for (;;) {
-      this.checkLive();
-      const left = deadline - performance.now();
-      if (left <= 0) return ready();
-      const retry = this.ringDeferred();
-      const observed = Atomics.load(shared, word);
-      if (this.#strictly(ready)) return true;
-      Atomics.wait(shared, word, observed, Math.min(left, SHARED_NAP_MS, retry < 0 ? Infinity : retry));
-    }
-  }
-
-  /**
-   * The polling strategy's loop without a promise per look: looks once per event-loop turn
-   * (`setImmediate`) for `busy` ms, then at timer delays; nothing is announced (a polling end
-   * keeps no wait word). Same checks per look as the generic loop: abort, the ring header, then
-   * `ready()`.
-   */
-  #poll(ready: () => boolean, signal: AbortSignal, since: number, times: PollingTimes): Promise<void> {
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      let immediate: NodeJS.Immediate | undefined;
-      const done = (): void => {
-        forgetAbort(signal, aborted);
-        resolve();
-      };
-      const failed = (error: unknown): void => {
-        forgetAbort(signal, aborted);
-        reject(error);
-      };
-      const aborted = (reason: unknown): void => {
-        if (timer) clearTimeout(timer);
-        if (immediate) clearImmediate(immediate);
-        reject(reason);
-      };
-      const look = (): void => {
-        timer = immediate = undefined;
-        try {
-          throwIfAborted(signal);
-          this.checkLive();
-          if (ready()) return done();
-        } catch (error) {
-          return failed(error);
-        }
-        schedule();
-      };
-      const schedule = (): void => {
-        const idle = performance.now() - since;
-        if (idle < times.busy) immediate = setImmediate(look);
-        else timer = setTimeout(look, pollDelay(idle, times.busy, times.maxDelay));
-      };
-      try {
-        throwIfAborted(signal);
-        this.checkLive();
-        if (ready()) return resolve();
-      } catch (error) {
-        return reject(error);
-      }
-      onAbort(signal, aborted);
-      schedule();
-    });
-  }
 }

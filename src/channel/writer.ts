@@ -15,7 +15,7 @@ import {
   W_WRITER_CLOSED,
 } from './layout.js';
 import { whenFormatted, type ChannelOptions, type OpenOptions } from './header.js';
-import { RingEnd, timedOut, type BlockingOptions } from './ring.js';
+import { BlockingEnd, timedOut, type BlockingOptions } from './blocking.js';
 
 const TWO32 = 2 ** 32;
 
@@ -38,7 +38,7 @@ export interface SendOptions {
  * writer.close(); // the reader sees EOF after the last message
  * ```
  */
-export class ChannelWriter<T = Uint8Array> extends RingEnd<T> {
+export class ChannelWriter<T = Uint8Array> extends BlockingEnd<T> {
   #tailLo: number; // authoritative: only this end writes the tail
   #tailHi: number;
   #headLo: number; // last validated head seen

@@ -24,7 +24,9 @@ if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q Depends; then
   $sudo apt-get update -qq || true
 fi
 
-npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+# Build the addon from this checkout's sources: the install script would otherwise take a
+# prebuild left by an earlier run's package tests, and a stale build/Release would win.
+npm_config_build_from_source=true npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
 
 # The addon again under ASan/UBSan (g++ brings libasan and libubsan), for the sanitizer test.
 node scripts/build-sanitized.mjs >/dev/null || { echo "sanitized build failed"; echo "0 passed, 1 failed"; exit 1; }

@@ -16,6 +16,7 @@ import {
 } from './layout.js';
 import { whenFormatted, type ChannelOptions, type OpenOptions } from './header.js';
 import { BlockingEnd, timedOut, type BlockingOptions } from './blocking.js';
+import { RESOLVED } from './ring.js';
 
 const TWO32 = 2 ** 32;
 
@@ -513,5 +514,3 @@ export class ChannelWriter<T = Uint8Array> extends BlockingEnd<T> {
     return used;
   }
 }
-
-const RESOLVED: Promise<void> = Promise.resolve();
